@@ -1,0 +1,141 @@
+"""The `improv` command. Every expected failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from improv.errors import ImprovError
+
+EXIT_ERROR = 1
+
+
+def _model(path: str | None):
+    from improv.model import OnnxModel
+
+    return OnnxModel(path)
+
+
+def cmd_tokens(args) -> int:
+    from improv.midifile import encode_file
+
+    model = _model(args.model)
+    tokens = encode_file(model.vocab, args.file)
+    print(" ".join(str(t) if args.ids else model.vocab.name(t) for t in tokens))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import numpy as np
+
+    from improv import config as config_module
+    from improv.events import DRUM_CHANNEL, NoteEvent
+    from improv.midifile import read_messages, write_tracks
+    from improv.offline import continue_performance
+
+    config = config_module.load(args.config)
+    for key, value in (("sampling.temperature", args.temperature), ("sampling.top_p", args.top_p),
+                       ("engine.silence_ms", args.silence_ms)):
+        if value is not None:
+            config_module.override(config, key, value)
+    if args.seconds <= 0:
+        raise ImprovError(f"--seconds must be > 0, got {args.seconds}")
+    model = _model(args.model or config.model.path)
+    seed = read_messages(args.seed)
+    rng = np.random.default_rng(args.random_seed if args.random_seed is not None else config.sampling.seed)
+    continuation = continue_performance(model, config, seed, args.seconds, rng)
+    player = [NoteEvent(t, m.note, m.velocity if m.type == "note_on" else 0) for t, m in seed
+              if m.type in ("note_on", "note_off") and m.channel != DRUM_CHANNEL]
+    write_tracks(args.out, [("player", player), ("improv", continuation)])
+    onsets = [e for e in continuation if e.is_on]
+    span = (onsets[-1].time_s - onsets[0].time_s) if onsets else 0.0
+    print(f"wrote {args.out}: seed {sum(e.is_on for e in player)} notes, "
+          f"continuation {len(onsets)} notes over {span:.1f} s")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from improv.evaluate import evaluate, markov_path_for
+    from improv.markov import MarkovModel
+    from improv.midifile import MIDI_SUFFIXES, encode_file
+    from improv.errors import MidiFileError
+
+    import numpy as np
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise ImprovError(f"{root} is not a folder; give a folder that holds .mid or .midi files")
+    model = _model(args.model)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+    sequences, skipped = [], {}
+    for path in files:
+        try:
+            sequences.append(np.array(encode_file(model.vocab, path), dtype=np.int64))
+        except MidiFileError as err:
+            skipped[str(path)] = str(err)
+    if not sequences:
+        raise ImprovError(f"{root} holds no readable MIDI file with notes ({len(files)} found, {len(skipped)} unreadable)")
+    markov_path = markov_path_for(model.path)
+    markov = MarkovModel.load(markov_path) if markov_path.exists() else None
+    result = evaluate(model, sequences, markov)
+    result["skipped_files"] = len(skipped)
+    result["model"] = str(model.path)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        markov_text = (f"{result['markov_bits_per_token']:.3f}" if markov is not None
+                       else f"n/a (no {markov_path.name} beside the model)")
+        print(f"files {result['files']} (skipped {len(skipped)}), tokens {result['tokens']}\n"
+              f"model bits/token  {result['model_bits_per_token']:.3f}\n"
+              f"Markov bits/token {markov_text}\n"
+              f"next-pitch accuracy {result['next_pitch_accuracy'] or 0:.1%}")
+    for path, reason in skipped.items():
+        print(f"skipped: {reason}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="improv", description="A real-time LSTM improviser for MIDI players.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tokens = commands.add_parser("tokens", help="show the tokens a MIDI file becomes")
+    tokens.add_argument("file")
+    tokens.add_argument("--model", help="an exported .onnx (default: the shipped model)")
+    tokens.add_argument("--ids", action="store_true", help="integer ids instead of names")
+    tokens.set_defaults(run=cmd_tokens)
+
+    generate = commands.add_parser("generate", help="continue a MIDI file offline")
+    generate.add_argument("--seed", required=True, help="MIDI file played to the model first")
+    generate.add_argument("--out", required=True, help="MIDI file to write: seed and continuation on two tracks")
+    generate.add_argument("--seconds", type=float, default=10.0)
+    generate.add_argument("--temperature", type=float)
+    generate.add_argument("--top-p", type=float)
+    generate.add_argument("--silence-ms", type=int, help="pause after the seed before the answer")
+    generate.add_argument("--model")
+    generate.add_argument("--config", help="config.yaml for the engine settings (default: built-in defaults)")
+    generate.add_argument("--random-seed", type=int)
+    generate.set_defaults(run=cmd_generate)
+
+    evaluate = commands.add_parser("eval", help="bits per token of the model and its Markov baseline on MIDI files")
+    evaluate.add_argument("dir")
+    evaluate.add_argument("--model")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ImprovError as err:
+        print(f"improv: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""The engine: hears the player, steps the stateful model, and schedules improv's notes.
+
+Pure core: it is driven by calls that carry the time (`on_player(now, msg)`, `poll(now)`) and
+returns the note events to send, so the daemon runs it on the monotonic clock and `improv
+generate` and the tests run it on a virtual clock, through the same code.
+
+The model's context is one token stream of everything heard: the player's notes and improv's own.
+Generation runs `lookahead_ms` ahead of the clock; each generated note waits in `pending` with a
+checkpoint of the model state after it. When a note is sent, its checkpoint becomes the committed
+state. When the player plays over notes not yet sent, they are dropped and the model returns to the
+committed state, so its context is exactly what was heard (never re-run over the phrase).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from improv.config import Config
+from improv.events import Decoder, Encoder, NoteEvent
+from improv.sampling import MaskBuilder, sample
+
+MAX_TOKENS_PER_POLL = 512  # a model that never advances time cannot hold the engine
+STEP_TIMES_KEPT = 4096
+
+
+@dataclass
+class Checkpoint:
+    state: tuple[np.ndarray, np.ndarray]
+    logits: np.ndarray
+    encoder: Encoder
+    decoder: Decoder
+    tokens_fed: int
+
+
+class Pending(NamedTuple):
+    event: NoteEvent
+    checkpoint: Checkpoint
+
+
+class Engine:
+    def __init__(self, model, config: Config, now_s: float, rng: np.random.Generator | None = None,
+                 record_history: bool = False):
+        self.model, self.config = model, config
+        self.record_history = record_history  # keep every token the model was fed (tests, debugging)
+        self.vocab = model.vocab
+        self.step_s = self.vocab.time_step_ms / 1000.0
+        self.masks = MaskBuilder(self.vocab)
+        self.rng = rng if rng is not None else np.random.default_rng(config.sampling.seed)
+        self.step_ns: deque[int] = deque(maxlen=STEP_TIMES_KEPT)  # model step durations, for status and bench
+        self.notes_in = self.notes_out = 0
+        self.reset(now_s)
+
+    # -- state ------------------------------------------------------------------------------------
+    def reset(self, now_s: float) -> None:
+        """A fresh context: zero state, START, nothing sounding, nothing pending."""
+        self.model.reset()
+        self.history: list[int] | None = [] if self.record_history else None
+        self.encoder = Encoder(self.vocab, origin_s=now_s, max_shift_s=self.config.engine.max_gap_ms / 1000)
+        self.decoder = Decoder(self.vocab, origin_s=now_s)
+        self.tokens_fed = 0
+        self.logits = self._step(self.vocab.special("START"))
+        self.pending: deque[Pending] = deque()
+        self.sent: dict[int, float] = {}  # improv notes sounding on the output: pitch -> onset time
+        self.keys_down: set[int] = set()
+        self.last_player_s: float | None = None
+        self.phrase_heard = False  # the player has played since improv last answered
+        self.answering = False
+        self.answer_end_s: float | None = None
+        self.onset_now = False
+        self.committed = self._checkpoint()
+
+    def _checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.model.snapshot(), self.logits.copy(), self.encoder.copy(), self.decoder.copy(),
+                          self.tokens_fed)
+
+    def _rollback(self) -> None:
+        """Drop what was generated but not sent; the model returns to what was heard."""
+        self.pending.clear()
+        if self.tokens_fed != self.committed.tokens_fed:
+            c = self.committed
+            self.model.restore(c.state)
+            self.logits = c.logits.copy()
+            self.encoder, self.decoder, self.tokens_fed = c.encoder.copy(), c.decoder.copy(), c.tokens_fed
+            if self.history is not None:
+                del self.history[c.tokens_fed :]
+
+    def _step(self, token: int) -> np.ndarray:
+        started = time.perf_counter_ns()
+        logits = self.model.step(token)
+        self.step_ns.append(time.perf_counter_ns() - started)
+        self.tokens_fed += 1
+        if self.history is not None:
+            self.history.append(token)
+        return logits
+
+    # -- heard events: the player's, and improv's own releases --------------------------------
+    def _feed_heard(self, tokens: list[int]) -> None:
+        for token in tokens:
+            self.logits = self._step(token)
+        # Generation continues from the heard context's time and velocity.
+        self.decoder.origin_s, self.decoder.cursor_steps = self.encoder.origin_s, self.encoder.cursor_steps
+        if self.encoder.velocity_bin is not None:
+            self.decoder.velocity = self.vocab.bin_to_velocity(self.encoder.velocity_bin)
+
+    def _release_sent(self, now_s: float) -> list[NoteEvent]:
+        """Note-off now for every improv note sounding on the output; the model hears them."""
+        events = []
+        tokens = self.encoder.advance_to(now_s) if self.sent else []
+        for pitch in sorted(self.sent):
+            tokens.append(self.vocab.note_off(pitch))
+            self.encoder.absorb(tokens[-1])
+            self.decoder.sounding.pop(pitch, None)
+            events.append(NoteEvent(now_s, pitch, 0))
+        self.sent.clear()
+        self._feed_heard(tokens)
+        return events
+
+    def on_player(self, now_s: float, msg) -> list[NoteEvent]:
+        """A message from the player (already filtered by channel). Returns events to send now."""
+        kind = getattr(msg, "type", None)
+        if kind == "note_on" and msg.velocity > 0:
+            self.keys_down.add(msg.note)
+            self.notes_in += 1
+        elif kind in ("note_on", "note_off"):
+            self.keys_down.discard(msg.note)
+        if not self.encoder.copy().feed(now_s, msg):
+            # Nothing the model hears (pedal down, an unmatched note-off, an unmodelled controller):
+            # no interruption, but the encoders (live and committed) keep what it changed.
+            self.encoder.feed(now_s, msg)
+            if self.committed.encoder is not self.encoder:
+                self.committed.encoder.feed(now_s, msg)
+            return []
+        out = self._interrupt(now_s)
+        self._feed_heard(self.encoder.feed(now_s, msg))
+        self.last_player_s = now_s
+        if kind == "note_on" and msg.velocity > 0:
+            self.phrase_heard = True
+        if self.config.engine.mode == "continuous" and self.config.engine.enabled:
+            self.answering, self.onset_now = True, False
+            self.answer_end_s = now_s + self.config.engine.response_ms / 1000
+        self.committed = self._checkpoint()
+        return out
+
+    def _interrupt(self, now_s: float) -> list[NoteEvent]:
+        self._rollback()
+        if self.config.engine.mode == "continuous":
+            return []  # improv plays on: its sounding notes end as the model decides
+        self.answering = False
+        return self._release_sent(now_s)
+
+    # -- the clock --------------------------------------------------------------------------------
+    def poll(self, now_s: float) -> list[NoteEvent]:
+        """Start an answer when it is due, generate ahead, and return the events due by now."""
+        engine = self.config.engine
+        if self._answer_due(now_s):
+            self._start_answer(now_s)
+        budget = MAX_TOKENS_PER_POLL
+        horizon = now_s + engine.lookahead_ms / 1000
+        while self.answering and self.decoder.time_s <= horizon + 1e-9 and budget > 0:
+            self._generate_one()
+            budget -= 1
+            if self.answer_end_s is not None and self.decoder.time_s >= self.answer_end_s:
+                self._finish_answer()
+        out = []
+        while self.pending and self.pending[0].event.time_s <= now_s:
+            item = self.pending.popleft()
+            out.append(self._send(item.event))
+            self.committed = item.checkpoint
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When `poll` next has work: a note due, generation running short, or an answer due."""
+        candidates = []
+        if self.pending:
+            candidates.append(self.pending[0].event.time_s)
+        if self.answering:
+            candidates.append(self.decoder.time_s - self.config.engine.lookahead_ms / 1000)
+        elif self._waiting_to_answer():
+            candidates.append(self.last_player_s + self.config.engine.silence_ms / 1000)
+        return min(candidates) if candidates else None
+
+    def _waiting_to_answer(self) -> bool:
+        engine = self.config.engine
+        return (engine.mode == "call-response" and engine.enabled and self.phrase_heard and not self.keys_down
+                and not self.answering and self.last_player_s is not None)
+
+    def _answer_due(self, now_s: float) -> bool:
+        return self._waiting_to_answer() and now_s >= self.last_player_s + self.config.engine.silence_ms / 1000 - 1e-9
+
+    def _start_answer(self, now_s: float) -> None:
+        self._feed_heard(self.encoder.advance_to(now_s))  # the silence is heard too
+        self.committed = self._checkpoint()
+        self.phrase_heard, self.answering, self.onset_now = False, True, True
+        self.answer_end_s = now_s + self.config.engine.response_ms / 1000
+
+    def _finish_answer(self) -> None:
+        for pitch in sorted(self.decoder.sounding):
+            self._push(self.vocab.note_off(pitch))
+        self.answering = False
+
+    # -- generation -----------------------------------------------------------------------------
+    def _generate_one(self) -> None:
+        limits, sampling = self.config.limits, self.config.sampling
+        self.masks.set_range(limits.pitch_low, limits.pitch_high)
+        now_s = self.decoder.time_s
+        releasable = [pitch for pitch, onset in self.decoder.sounding.items() if onset < now_s - 1e-9]
+        allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, self.onset_now, releasable)
+        token = sample(self.logits, sampling.temperature, sampling.top_p, self.rng, allowed)
+        group, value = self.vocab.decode_token(token)
+        if group == "TIME_SHIFT":
+            self._advance(value)
+        else:
+            self._push(token)
+            if group == "NOTE_ON":
+                self.onset_now = False
+
+    def _advance(self, steps: int) -> None:
+        """A generated time shift, split where a note reaches max_note_ms so it ends exactly then."""
+        max_note_s = self.config.limits.max_note_ms / 1000
+        while steps > 0:
+            deadlines = [(onset + max_note_s, pitch) for pitch, onset in self.decoder.sounding.items()]
+            deadline_s, pitch = min(deadlines, default=(None, None))
+            if deadline_s is not None:
+                until = max(0, int((deadline_s - self.decoder.time_s) / self.step_s + 1e-6))
+                if until < steps:
+                    if until > 0:
+                        self._push(self.vocab.time_shift(until))
+                    self._push(self.vocab.note_off(pitch))
+                    steps -= until
+                    continue
+            self._push(self.vocab.time_shift(steps))
+            return
+
+    def _push(self, token: int) -> None:
+        """Feed a generated token; the notes it makes wait in `pending` until due."""
+        self.logits = self._step(token)
+        self.encoder.absorb(token)
+        events = self.decoder.feed(token)
+        if events:
+            checkpoint = self._checkpoint()
+            for event in events:
+                self.pending.append(Pending(event, checkpoint))
+
+    def _send(self, event: NoteEvent) -> NoteEvent:
+        if event.is_on:
+            self.sent[event.pitch] = event.time_s
+            self.notes_out += 1
+            velocity = min(127, max(1, round(event.velocity * self.config.limits.velocity_scale)))
+            return NoteEvent(event.time_s, event.pitch, velocity)
+        self.sent.pop(event.pitch, None)
+        return event
+
+    # -- control ----------------------------------------------------------------------------------
+    def panic(self, now_s: float) -> list[NoteEvent]:
+        """Release everything improv sounds at once; stop any answer; keep listening."""
+        self._rollback()
+        self.answering, self.phrase_heard = False, False
+        out = self._release_sent(now_s)
+        self.committed = self._checkpoint()
+        return out
+
+    def stop(self, now_s: float) -> list[NoteEvent]:
+        return self.panic(now_s)

@@ -1,0 +1,64 @@
+"""Held-out loss in bits per token, the Markov baseline's beside it, and next-pitch accuracy."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from improv.markov import MarkovModel
+from improv.model import OnnxModel
+
+CHUNK_TOKENS = 1024  # one onnxruntime call per chunk, state carried between chunks
+
+
+def markov_path_for(model_path: str | Path) -> Path:
+    """The baseline ships beside its model: NAME.onnx -> NAME.markov.npz."""
+    path = Path(model_path)
+    stem = path.name.removesuffix(".onnx").removesuffix(".int8")
+    return path.with_name(stem + ".markov.npz")
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def model_scores(model: OnnxModel, tokens: np.ndarray) -> tuple[float, int, int, int]:
+    """(total bits, tokens predicted, NOTE_ON targets, NOTE_ON targets whose pitch was the top pitch)."""
+    on, pitches = model.vocab.offset("NOTE_ON"), 128
+    state, bits, predicted, note_targets, note_hits = None, 0.0, 0, 0, 0
+    for start in range(0, len(tokens) - 1, CHUNK_TOKENS):
+        inputs = tokens[start : start + CHUNK_TOKENS]
+        targets = tokens[start + 1 : start + 1 + CHUNK_TOKENS]
+        inputs = inputs[: len(targets)]
+        logits, state = model.run(inputs[None, :], state)
+        log_p = _log_softmax(logits[0])  # (T, V)
+        bits -= log_p[np.arange(len(targets)), targets].sum() / math.log(2)
+        predicted += len(targets)
+        is_note = (targets >= on) & (targets < on + pitches)
+        if is_note.any():
+            top_pitch = logits[0][is_note, on : on + pitches].argmax(axis=-1)
+            note_hits += int((top_pitch == targets[is_note] - on).sum())
+            note_targets += int(is_note.sum())
+    return bits, predicted, note_targets, note_hits
+
+
+def evaluate(model: OnnxModel, sequences: list[np.ndarray], markov: MarkovModel | None) -> dict:
+    bits = predicted = note_targets = note_hits = 0
+    markov_bits = 0.0
+    for tokens in sequences:
+        tokens = np.asarray(tokens, dtype=np.int64)
+        b, n, t, h = model_scores(model, tokens)
+        bits, predicted, note_targets, note_hits = bits + b, predicted + n, note_targets + t, note_hits + h
+        if markov is not None:
+            markov_bits += markov.bits(tokens)[0]
+    return {
+        "files": len(sequences),
+        "tokens": predicted,
+        "model_bits_per_token": bits / predicted if predicted else None,
+        "markov_bits_per_token": markov_bits / predicted if (markov is not None and predicted) else None,
+        "next_pitch_accuracy": note_hits / note_targets if note_targets else None,
+    }

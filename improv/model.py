@@ -1,0 +1,133 @@
+"""The model edge: an exported LSTM run by onnxruntime, stepped one token at a time.
+
+The contract (DESIGN.md): inputs `tokens` int64 [batch, time], `h0`/`c0` float32 [layers, batch,
+hidden]; outputs `logits` [batch, time, vocab], `hn`/`cn`. The vocabulary spec and the training facts
+travel in the file's metadata. The live step uses IOBinding over preallocated buffers: the state
+ping-pongs between two buffer pairs, so a step allocates nothing and copies nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from improv.errors import ModelError, ModelSpecError
+from improv.events import Vocabulary
+
+VOCAB_KEY = "improv.vocab"
+FACTS_KEY = "improv.facts"
+INPUTS = ("tokens", "h0", "c0")
+OUTPUTS = ("logits", "hn", "cn")
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "exported_models" / "improv-lstm.onnx"
+
+
+def default_model_path() -> Path:
+    """The shipped model: beside the package in a checkout, or where the wheel put it."""
+    if DEFAULT_MODEL.exists():
+        return DEFAULT_MODEL
+    packaged = Path(__file__).resolve().parent / "exported_models" / DEFAULT_MODEL.name
+    return packaged if packaged.exists() else DEFAULT_MODEL
+
+
+class OnnxModel:
+    def __init__(self, path: str | os.PathLike | None = None, threads: int = 1):
+        import onnxruntime as ort  # the only onnxruntime import: the runtime edge
+
+        self.path = Path(path) if path is not None else default_model_path()
+        if not self.path.is_file():
+            raise ModelError(f"model file {self.path} does not exist; pass --model PATH to an exported .onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # one thread: a second collapses the tail on a busy core
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own untyped errors for a broken file
+            raise ModelError(f"{self.path} is not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from err
+        self._check_contract()
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if VOCAB_KEY not in meta:
+            raise ModelSpecError(f"{self.path} has no '{VOCAB_KEY}' metadata: it was not exported by improv's training/export.py")
+        self.vocab = Vocabulary.from_json(meta[VOCAB_KEY])
+        self.facts = json.loads(meta.get(FACTS_KEY, "{}"))
+        if self.vocab_size != self.vocab.size:
+            raise ModelSpecError(f"{self.path}: logits have {self.vocab_size} entries but the vocabulary spec has {self.vocab.size}")
+        self._allocate()
+
+    def _check_contract(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if set(inputs) != set(INPUTS) or set(outputs) != set(OUTPUTS):
+            raise ModelError(f"{self.path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; an improv model "
+                             f"has inputs {list(INPUTS)} and outputs {list(OUTPUTS)}")
+        layers, _, hidden = inputs["h0"].shape
+        vocab = outputs["logits"].shape[-1]
+        if not all(isinstance(d, int) for d in (layers, hidden, vocab)):
+            raise ModelError(f"{self.path}: layers, hidden size and vocabulary must be fixed dimensions")
+        self.layers, self.hidden, self.vocab_size = layers, hidden, vocab
+
+    def _allocate(self) -> None:
+        shape = (self.layers, 1, self.hidden)
+        self._token = np.zeros((1, 1), dtype=np.int64)
+        self._h = [np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+        self._c = [np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+        self._logits = np.zeros((1, 1, self.vocab_size), np.float32)
+        self._bindings = [self._bind(0, 1), self._bind(1, 0)]
+        self._current = 0  # index of the buffer pair that holds the current state
+
+    def _bind(self, src: int, dst: int):
+        binding = self.session.io_binding()
+        shape = self._h[0].shape
+        binding.bind_input("tokens", "cpu", 0, np.int64, self._token.shape, self._token.ctypes.data)
+        binding.bind_input("h0", "cpu", 0, np.float32, shape, self._h[src].ctypes.data)
+        binding.bind_input("c0", "cpu", 0, np.float32, shape, self._c[src].ctypes.data)
+        binding.bind_output("logits", "cpu", 0, np.float32, self._logits.shape, self._logits.ctypes.data)
+        binding.bind_output("hn", "cpu", 0, np.float32, shape, self._h[dst].ctypes.data)
+        binding.bind_output("cn", "cpu", 0, np.float32, shape, self._c[dst].ctypes.data)
+        return binding
+
+    # -- the live path ------------------------------------------------------------------------
+    def step(self, token: int) -> np.ndarray:
+        """Feed one token; returns the next-token logits (a view, valid until the next step)."""
+        self._token[0, 0] = token
+        self.session.run_with_iobinding(self._bindings[self._current])
+        self._current ^= 1
+        return self._logits[0, 0]
+
+    def reset(self) -> None:
+        for buffer in self._h + self._c:
+            buffer.fill(0.0)
+        self._current = 0
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._h[self._current].copy(), self._c[self._current].copy()
+
+    def restore(self, state: tuple[np.ndarray, np.ndarray]) -> None:
+        np.copyto(self._h[self._current], state[0])
+        np.copyto(self._c[self._current], state[1])
+
+    # -- whole sequences (priming, evaluation) ------------------------------------------------
+    def run(self, tokens: np.ndarray, state: tuple[np.ndarray, np.ndarray] | None = None):
+        """tokens (B, T) -> logits (B, T, V), (hn, cn); state defaults to zeros."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if state is None:
+            zeros = np.zeros((self.layers, tokens.shape[0], self.hidden), np.float32)
+            state = (zeros, zeros)
+        logits, hn, cn = self.session.run(list(OUTPUTS), {"tokens": tokens, "h0": state[0], "c0": state[1]})
+        return logits, (hn, cn)
+
+    def prime(self, tokens: list[int]) -> np.ndarray:
+        """Feed a whole sequence in one call and keep its final state; returns the last logits."""
+        logits, state = self.run(np.array([tokens], dtype=np.int64), self.snapshot())
+        self.restore(state)
+        self._logits[0, 0] = logits[0, -1]
+        return self._logits[0, 0]
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.path.stat().st_size

@@ -1,0 +1,73 @@
+"""Choosing the next token: masks, temperature and nucleus (top-p) sampling. Pure numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from improv.events import NUM_PITCHES, Vocabulary
+
+
+def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator,
+           allowed: np.ndarray | None = None) -> int:
+    """One token id from `logits` (V,). `allowed` is a boolean mask; at least one must be True.
+
+    temperature -> 0 approaches argmax; top_p keeps the smallest set of tokens whose probability
+    reaches top_p (1.0 keeps all).
+    """
+    scores = logits.astype(np.float64) / max(temperature, 1e-6)
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    scores -= scores.max()
+    probs = np.exp(scores)
+    probs /= probs.sum()
+    if top_p < 1.0:
+        order = np.argsort(-probs)
+        cumulative = np.cumsum(probs[order])
+        keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
+        kept = probs[keep]
+        return int(keep[np.searchsorted(np.cumsum(kept), rng.random() * kept.sum())])
+    return int(min(np.searchsorted(np.cumsum(probs), rng.random()), len(probs) - 1))
+
+
+class MaskBuilder:
+    """Which tokens improv may play next, given its limits and what it is sounding.
+
+    - specials (PAD, START) never;
+    - NOTE_ON only within [pitch_low, pitch_high] and while fewer than max_polyphony notes sound;
+    - NOTE_OFF only for notes improv itself is sounding (`releasable`: those that have sounded for
+      at least a time step, so no note is inaudibly short);
+    - `onset_now`: at the start of an answer, nothing but VELOCITY and NOTE_ON, so the first note
+      sounds at once instead of after a model-chosen pause.
+    """
+
+    def __init__(self, vocab: Vocabulary):
+        self.vocab = vocab
+        self.on, self.off = vocab.offset("NOTE_ON"), vocab.offset("NOTE_OFF")
+        self.base = np.ones(vocab.size, dtype=bool)
+        for name in vocab.specials:
+            self.base[vocab.special(name)] = False
+        self.base[self.off : self.off + NUM_PITCHES] = False  # opened per sounding note
+        self.onset_only = np.zeros(vocab.size, dtype=bool)
+        self.onset_only[self.on : self.on + NUM_PITCHES] = True
+        velocity = vocab.offset("VELOCITY")
+        self.onset_only[velocity : velocity + vocab.velocity_bins] = True
+        self.set_range(0, NUM_PITCHES - 1)
+        self._mask = np.empty(vocab.size, dtype=bool)
+
+    def set_range(self, pitch_low: int, pitch_high: int) -> None:
+        self.pitch_low, self.pitch_high = pitch_low, pitch_high
+
+    def build(self, sounding, max_polyphony: int, onset_now: bool = False, releasable=None) -> np.ndarray:
+        mask = self._mask
+        np.copyto(mask, self.onset_only if onset_now else self.base)
+        on = self.on
+        mask[on : on + self.pitch_low] = False
+        mask[on + self.pitch_high + 1 : on + NUM_PITCHES] = False
+        if len(sounding) >= max_polyphony:
+            mask[on : on + NUM_PITCHES] = False
+        if not onset_now:
+            for pitch in sounding if releasable is None else releasable:
+                mask[self.off + pitch] = True
+        if not mask.any():  # nothing playable: let time pass rather than fail
+            mask[self.vocab.time_shift(1)] = True
+        return mask

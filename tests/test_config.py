@@ -1,0 +1,46 @@
+import pytest
+
+from improv import config
+from improv.errors import ConfigError
+
+
+def test_defaults_are_valid_and_the_repository_config_yaml_matches_them():
+    from pathlib import Path
+
+    assert config.load(None) == config.Config()
+    assert config.load(Path(__file__).parent.parent / "config.yaml") == config.Config()
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"sampling": {"temperature": -1}}, "sampling.temperature must be > 0, got -1"),
+    ({"sampling": {"top_p": 1.5}}, "sampling.top_p must be in range"),
+    ({"sampling": {"temprature": 1}}, "sampling.temprature is not a config key"),
+    ({"engine": {"mode": "duet"}}, "engine.mode must be one of call-response, continuous"),
+    ({"engine": {"silence_ms": "soon"}}, "engine.silence_ms must be a whole number"),
+    ({"midi": {"output_channel": 17}}, "midi.output_channel must be in range 1..16, got 17"),
+    ({"midi": {"input_channels": [0]}}, "midi.input_channels must be in range 1..16"),
+    ({"limits": {"pitch_low": 80, "pitch_high": 60}}, "limits.pitch_high must be in range 80..127"),
+    ({"recording": {"enabled": "yes"}}, "recording.enabled must be true or false"),
+    ({"controls": {"temperature": 123}}, "controls.temperature must be in range 0..119"),
+    ({"engines": {}}, "engines is not a config section"),
+])
+def test_a_bad_value_names_the_dotted_key_and_what_is_allowed(raw, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        config.from_dict(raw)
+
+
+def test_a_missing_or_broken_file_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("engine: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(broken)
+
+
+def test_override_checks_like_the_file():
+    cfg = config.Config()
+    config.override(cfg, "sampling.temperature", 1.2)
+    assert cfg.sampling.temperature == 1.2
+    with pytest.raises(ConfigError, match="engine.silence_ms must be in range"):
+        config.override(cfg, "engine.silence_ms", 1)

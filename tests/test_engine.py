@@ -1,0 +1,135 @@
+"""The engine on a virtual clock, with the shipped model: what a player would hear, checked."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from improv.config import Config
+from improv.engine import Engine
+from improv.events import Msg, decode_tokens
+from improv.offline import VirtualClock, continue_performance, perform, run_until
+
+
+def phrase(start_s=0.0, pitches=(60, 62, 64, 65, 67, 65, 64, 62), step_s=0.25, velocity=80):
+    messages = []
+    for i, pitch in enumerate(pitches):
+        on = start_s + i * step_s
+        messages += [(on, Msg("note_on", pitch, velocity)), (on + step_s * 0.9, Msg("note_off", pitch, 0))]
+    return messages
+
+
+def make_engine(model, **changes):
+    config = Config()
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        setattr(getattr(config, section), key, value)
+    clock = VirtualClock(0.0)
+    return Engine(model, config, 0.0, np.random.default_rng(0), record_history=True), clock
+
+
+def pair_up(events):
+    """(pitch, on_s, off_s) for each improv note; asserts every note-on got its note-off."""
+    sounding, notes = {}, []
+    for e in events:  # in the order they were sent
+        if e.is_on:
+            assert e.pitch not in sounding, f"note {e.pitch} struck twice without a note-off"
+            sounding[e.pitch] = e.time_s
+        elif e.pitch in sounding:
+            notes.append((e.pitch, sounding.pop(e.pitch), e.time_s))
+    assert not sounding, f"stuck notes: {sorted(sounding)}"
+    return notes
+
+
+def test_call_response_answers_after_silence_and_releases_every_note(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__silence_ms=400, engine__response_ms=3000)
+    played = phrase()
+    out = perform(engine, clock, played)
+    assert out == []  # no answer while the player plays
+    last_key_up = played[-1][0]
+    out = run_until(engine, clock, last_key_up + 5.0) + engine.stop(clock.now())
+    onsets = [e.time_s for e in out if e.is_on]
+    assert onsets, "no answer"
+    assert last_key_up + 0.4 - 0.005 <= onsets[0] <= last_key_up + 0.4 + 0.03
+    assert max(onsets) <= last_key_up + 0.4 + 3.0
+    pair_up(out)
+
+
+def test_playing_over_an_answer_stops_it_and_the_model_heard_exactly_what_sounded(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__silence_ms=300, engine__response_ms=8000,
+                                engine__lookahead_ms=500)
+    first = phrase()
+    out = perform(engine, clock, first)
+    answer_start = first[-1][0] + 0.3
+    out += run_until(engine, clock, answer_start + 1.0)
+    assert engine.pending, "the engine should be generating ahead"
+    interrupt_s = clock.now() + 0.003
+    second = phrase(start_s=interrupt_s, pitches=(72, 71))
+    out += perform(engine, clock, second[:1])
+    # improv stops at once: its sounding notes are released at the interruption, nothing new follows
+    later = run_until(engine, clock, interrupt_s + 0.2)
+    assert not [e for e in later if e.is_on]
+    sent = pair_up(out + engine.stop(clock.now()))
+    assert all(off <= interrupt_s + 1e-9 for _, _, off in sent)
+
+    # The model's context is exactly what was heard: player notes and improv's sent notes...
+    heard = decode_tokens(engine.vocab, engine.history)
+    improv_heard = sorted((n.pitch, round(n.onset_s, 2)) for n in heard if n.onset_s >= answer_start - 0.006)
+    improv_sent = sorted((p, round(on, 2)) for p, on, _ in sent)
+    assert improv_heard == sorted(improv_sent + [(72, round(interrupt_s, 2))])
+    # ...and its state is that of a fresh model fed exactly those tokens.
+    expected_h, expected_c = fresh_state(shipped_model, engine.history)
+    h, c = shipped_model.snapshot()
+    assert np.allclose(h, expected_h, atol=1e-5) and np.allclose(c, expected_c, atol=1e-5)
+
+
+def fresh_state(model, tokens):
+    saved = model.snapshot()
+    model.reset()
+    _, state = model.run(np.array([tokens], dtype=np.int64))
+    model.restore(saved)
+    return state
+
+
+def test_continuous_mode_plays_along_while_the_player_plays(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__mode="continuous", engine__response_ms=2000)
+    played = phrase(pitches=(60, 64, 67, 72) * 4, step_s=0.4)
+    out = perform(engine, clock, played)
+    out += run_until(engine, clock, played[-1][0] + 3.0) + engine.stop(clock.now())
+    during = [e for e in out if e.is_on and e.time_s < played[-1][0]]
+    assert len(during) >= 3, "improv should play while the player plays"
+    pair_up(out)
+
+
+def test_limits_hold_for_every_note(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__response_ms=20000, limits__max_note_ms=150,
+                                limits__pitch_low=55, limits__pitch_high=70, limits__max_polyphony=2,
+                                sampling__temperature=1.5)
+    out = perform(engine, clock, phrase())
+    out += run_until(engine, clock, 25.0) + engine.stop(clock.now())
+    notes = pair_up(out)
+    assert len(notes) > 10
+    assert all(55 <= p <= 70 for p, _, _ in notes)
+    assert all(off - on <= 0.150 + 1e-6 for _, on, off in notes)
+    events = sorted([(on, 1) for _, on, _ in notes] + [(off, -1) for _, _, off in notes], key=lambda x: (x[0], x[1]))
+    assert max(np.cumsum([d for _, d in events])) <= 2
+
+
+def test_panic_releases_everything_at_once(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__silence_ms=100, limits__max_note_ms=4000)
+    out = perform(engine, clock, phrase())
+    out += run_until(engine, clock, clock.now() + 1.5)
+    sounding = set(engine.sent)
+    released = engine.panic(clock.now())
+    assert {e.pitch for e in released} == sounding and all(not e.is_on for e in released)
+    assert not engine.sent and not engine.pending
+    assert not [e for e in run_until(engine, clock, clock.now() + 3.0) if e.is_on]
+
+
+def test_generate_continues_a_seed_through_the_same_engine(shipped_model):
+    seed = phrase()
+    config = Config()
+    out = continue_performance(shipped_model, config, seed, 4.0, np.random.default_rng(3))
+    notes = pair_up(out)
+    assert notes and min(on for _, on, _ in notes) >= seed[-1][0] + config.engine.silence_ms / 1000 - 0.006
+    assert config == Config(), "the caller's config is not changed"
