@@ -96,6 +96,85 @@ def cmd_eval(args) -> int:
     return 0
 
 
+RUN_FLAGS = (("model", "model.path"), ("in_port", "midi.input"), ("out_port", "midi.output"),
+             ("mode", "engine.mode"), ("silence_ms", "engine.silence_ms"), ("temperature", "sampling.temperature"),
+             ("channel", "midi.output_channel"), ("backend", "midi.backend"))
+
+
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="improv: %(message)s")
+
+
+def cmd_run(args) -> int:
+    from improv import config as config_module
+    from improv.daemon import Daemon
+    from improv.model import OnnxModel
+    from improv.ports import choose_backend
+    from improv.status import StatusLine
+
+    _setup_logging(args.verbose)
+    config = config_module.load(args.config)
+    for attribute, dotted in RUN_FLAGS:
+        value = getattr(args, attribute)
+        if value is not None:
+            config_module.override(config, dotted, value)
+    if args.no_record:
+        config.recording.enabled = False
+    model = OnnxModel(config.model.path)
+    backend = choose_backend(config.midi.backend)
+    daemon = Daemon(config, model, backend)
+    status = StatusLine(daemon.status_line, enabled=not args.verbose)
+    try:
+        return daemon.run(status.update)
+    finally:
+        status.clear()
+
+
+def cmd_ports(args) -> int:
+    from improv.ports import choose_backend, list_ports
+
+    backend = choose_backend(args.backend)
+    inputs, outputs = list_ports(backend)
+    print(f"backend: {backend}")
+    print("inputs (for --in):" + "".join(f"\n  {name}" for name in inputs) if inputs else "inputs: none")
+    print("outputs (for --out):" + "".join(f"\n  {name}" for name in outputs) if outputs else "outputs: none")
+    return 0
+
+
+def cmd_play(args) -> int:
+    import signal
+    import time
+
+    from improv.daemon import OutputGuard
+    from improv.midifile import read_messages
+    from improv.ports import OutputPort, choose_backend
+
+    messages = read_messages(args.file)
+    backend = choose_backend(args.backend)
+    port = OutputPort(backend, "improv-play", args.out)
+    guard = OutputGuard(port, 0)
+    stop = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    started = time.monotonic()
+    try:
+        for time_s, msg in messages:
+            delay = started + time_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if stop:
+                break
+            guard.send(msg.bytes())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        guard.release_all()
+        port.close()
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="improv", description="A real-time LSTM improviser for MIDI players.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=cmd_eval)
+    run = commands.add_parser("run", help="listen on a MIDI input and answer on a MIDI output")
+    run.add_argument("--config", help="config.yaml (default: built-in defaults)")
+    run.add_argument("--model", help="an exported .onnx (default: the shipped model)")
+    run.add_argument("--in", dest="in_port", help="connect to this input port (name or unique part); default: virtual")
+    run.add_argument("--out", dest="out_port", help="connect to this output port; default: virtual")
+    run.add_argument("--mode", choices=["call-response", "continuous"])
+    run.add_argument("--silence-ms", type=int)
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--channel", type=int, help="output channel 1..16")
+    run.add_argument("--backend", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
+    run.add_argument("--no-record", action="store_true", help="do not record the session")
+    run.add_argument("--verbose", action="store_true", help="log every event")
+    run.set_defaults(run=cmd_run)
+
+    ports = commands.add_parser("ports", help="list the MIDI inputs and outputs improv can see")
+    ports.add_argument("--backend", default="auto", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
+    ports.set_defaults(run=cmd_ports)
+
+    play = commands.add_parser("play", help="play a MIDI file to a port in real time")
+    play.add_argument("file")
+    play.add_argument("--out", required=True, help="output port name or unique part")
+    play.add_argument("--backend", default="auto", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
+    play.set_defaults(run=cmd_play)
     return parser
 
 

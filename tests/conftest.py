@@ -14,3 +14,12 @@ def shipped_model():
     from improv.model import OnnxModel, default_model_path
 
     return OnnxModel(default_model_path())
+
+
+@pytest.fixture(scope="module")
+def jack():
+    from jackserver import JackServer
+
+    server = JackServer()
+    yield server
+    server.stop()

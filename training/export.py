@@ -92,9 +92,11 @@ def quantize_int8(path: Path, metadata: dict[str, str]) -> Path:
 def write_card(path: Path, facts: dict, files: dict[str, int]) -> Path:
     card = path.with_name(path.name.removesuffix(".onnx") + ".md")
     model, data, held = facts["model"], facts["data"], facts["held_out"]
+    number = lambda value, form: "n/a" if value is None else format(value, form)  # noqa: E731
     rows = "\n".join(
-        f"| {name} | {r['files']} | {r['tokens']:,} | {r['model_bits_per_token']:.3f} | {r['markov_bits_per_token']:.3f} | "
-        f"{r['next_pitch_accuracy']:.1%} |" for name, r in held.items())
+        f"| {name} | {r['files']} | {r['tokens']:,} | {number(r['model_bits_per_token'], '.3f')} | "
+        f"{number(r['markov_bits_per_token'], '.3f')} | {number(r['next_pitch_accuracy'], '.1%')} |"
+        for name, r in held.items())
     history = "\n".join(f"| {h['epoch']} | {h['step']} | {h['train_bits']:.3f} | {h['validation_bits']:.3f} | "
                         f"{h['elapsed_s'] / 60:.1f} |" for h in facts["training"]["history"])
     sizes = "\n".join(f"- `{name}`: {size / 2**20:.2f} MiB" for name, size in files.items())

@@ -1,0 +1,236 @@
+"""`improv run`: the engine on the real clock between a MIDI input and a MIDI output.
+
+Threads: the MIDI system's thread runs the input callback (timestamp, enqueue); one engine thread
+owns the model, the engine and the output; a recorder thread writes the session file; the main
+thread handles signals and the status line. Every way out releases every sounding note.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from improv.config import Config
+from improv.controls import PANIC_CONTROLS, apply_control
+from improv.engine import Engine
+from improv.errors import PortError
+from improv.events import NoteEvent
+from improv.ports import CC_ALL_NOTES_OFF, CC_SUSTAIN, InputPort, OutputPort, RawInput, control_bytes, note_bytes, parse
+from improv.recording import SessionRecorder
+
+log = logging.getLogger("improv")
+
+IDLE_WAKE_S = 0.5  # longest sleep of the engine thread: port checks happen this often when idle
+MIN_WAIT_S = 0.0005  # never spin: a deadline already due still yields this long at least
+PORT_CHECK_S = 1.0
+STATUS_INTERVAL_S = 0.5
+_STOP = object()
+IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", "continue", "songpos",
+                           "song_select", "tune_request", "quarter_frame", "reset"})
+
+
+class OutputGuard:
+    """Every note sent goes through here, so every note-on can get its note-off on any way out."""
+
+    def __init__(self, port: OutputPort, channel: int):
+        self.port, self.channel = port, channel
+        self.sounding: set[tuple[int, int]] = set()  # (channel, pitch)
+        self.failed = False
+
+    def send(self, data: list[int]) -> bool:
+        status, kind = data[0] & 0x0F, data[0] & 0xF0
+        if kind == 0x90 and data[2] > 0:
+            self.sounding.add((status, data[1]))
+        elif kind in (0x80, 0x90):
+            self.sounding.discard((status, data[1]))
+        try:
+            self.port.send(data)
+            self.failed = False
+            return True
+        except PortError as err:
+            if not self.failed:
+                log.error("%s; improv keeps running and will send again when the port is back", err)
+            self.failed = True
+            return False
+
+    def release_all(self) -> None:
+        """A note-off for each sounding note, then sustain up and all-notes-off on each channel used."""
+        channels = {self.channel} | {c for c, _ in self.sounding}
+        for channel, pitch in sorted(self.sounding):
+            self.send(note_bytes(channel, pitch, 0))
+        for channel in sorted(channels):
+            self.send(control_bytes(channel, CC_SUSTAIN, 0))
+            self.send(control_bytes(channel, CC_ALL_NOTES_OFF, 0))
+        self.sounding.clear()
+
+
+class Daemon:
+    def __init__(self, config: Config, model, backend: str, clock: Callable[[], float] = time.monotonic):
+        self.config, self.model, self.backend, self.clock = config, model, backend, clock
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.counts: Counter = Counter()  # malformed, ignored, engine_errors
+        self.start_s = clock()
+        self.engine = Engine(model, config, self.start_s)
+        midi = config.midi
+        self.output = OutputPort(backend, midi.client_name, midi.output)
+        try:
+            self.input = InputPort(backend, midi.client_name, midi.input, self.queue.put, clock)
+        except BaseException:
+            self.output.close()
+            raise
+        self.guard = OutputGuard(self.output, midi.output_channel - 1)
+        self.recorder = (SessionRecorder(config.recording.folder, config.recording.flush_s, self.start_s,
+                                         midi.output_channel - 1) if config.recording.enabled else None)
+        self._thread = threading.Thread(target=self._engine_thread, name="improv-engine", daemon=True)
+        self._stopping = threading.Event()
+        self._next_port_check = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "Daemon":
+        if self.recorder is not None:
+            self.recorder.start()
+        self._thread.start()
+        log.info("listening on %s, playing on %s (%s, %s mode)", self.input.name, self.output.name, self.backend,
+                 self.config.engine.mode)
+        return self
+
+    def stop(self) -> None:
+        """Ask the engine thread to release everything and finish; safe from a signal handler."""
+        self._stopping.set()
+        self.queue.put(_STOP)
+
+    def wait(self, status: Callable[[], None] | None = None) -> None:
+        while self._thread.is_alive():
+            self._thread.join(timeout=STATUS_INTERVAL_S)
+            if status is not None:
+                status()
+
+    def run(self, status: Callable[[], None] | None = None) -> int:
+        """Run until SIGINT or SIGTERM; returns the exit code."""
+        previous = {sig: signal.signal(sig, lambda *_: self.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            self.wait(status)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    # -- the engine thread ----------------------------------------------------------------------
+    def _engine_thread(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                now = self.clock()
+                deadline = self.engine.next_deadline()
+                wait = IDLE_WAKE_S if deadline is None else min(IDLE_WAKE_S, max(MIN_WAIT_S, deadline - now))
+                try:
+                    item = self.queue.get(timeout=wait)
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    break
+                try:
+                    while item is not None:  # drain what arrived meanwhile, oldest first
+                        self._handle(item)
+                        item = self._next_nowait()
+                    now = self.clock()
+                    self._send(self.engine.poll(now), now)
+                    if now >= self._next_port_check:
+                        self._check_ports(now)
+                except Exception:
+                    self.counts["engine_errors"] += 1
+                    log.exception("engine error: releasing improv's notes and starting again from a fresh state")
+                    self.guard.release_all()
+                    self.engine.reset(self.clock())
+        finally:
+            self._shutdown()
+
+    def _next_nowait(self):
+        try:
+            item = self.queue.get_nowait()
+        except queue.Empty:
+            return None
+        if item is _STOP:
+            self._stopping.set()
+            return None
+        return item
+
+    def _handle(self, raw: RawInput) -> None:
+        try:
+            msg = parse(raw.data)
+        except (ValueError, TypeError) as err:
+            self.counts["malformed"] += 1
+            log.debug("ignored a malformed MIDI message %s: %s", raw.data, err)
+            return
+        if msg.type in IGNORED_TYPES:
+            return
+        channels = self.config.midi.input_channels
+        if channels is not None and hasattr(msg, "channel") and msg.channel + 1 not in channels:
+            return
+        log.debug("in  %.3f %s", raw.time_s - self.start_s, msg)
+        if msg.type == "control_change" and msg.control != CC_SUSTAIN:
+            self._control(raw.time_s, msg.control, msg.value)
+            return
+        if msg.type not in ("note_on", "note_off", "control_change"):
+            return
+        if self.config.midi.pass_through:
+            self.guard.send(list(raw.data))
+        if self.recorder is not None and msg.type in ("note_on", "note_off"):
+            self.recorder.player(raw.time_s, msg.note, msg.velocity if msg.type == "note_on" else 0)
+        self._send(self.engine.on_player(raw.time_s, msg), raw.time_s)
+
+    def _control(self, now: float, control: int, value: int) -> None:
+        if control in PANIC_CONTROLS:
+            log.info("panic (CC %d): releasing everything", control)
+            self.engine.panic(now)
+            self.guard.release_all()
+            return
+        changed = apply_control(self.config, control, value)
+        if changed is None:
+            return
+        log.info("CC %d = %d: %s -> %s", control, value, *changed)
+        if changed[0] in ("engine.enabled", "engine.mode"):
+            self._send(self.engine.panic(now), now)
+
+    def _send(self, events: list[NoteEvent], now: float) -> None:
+        channel = self.guard.channel
+        for event in events:
+            self.guard.send(note_bytes(channel, event.pitch, event.velocity))
+            if self.recorder is not None:
+                self.recorder.improv(event, now)
+            log.debug("out %.3f %s", now - self.start_s, event)
+
+    def _check_ports(self, now: float) -> None:
+        self._next_port_check = now + PORT_CHECK_S
+        if not self.output.still_connected() and not self.guard.failed:
+            log.error("output port %s went away; improv keeps listening", self.output.name)
+            self.guard.failed = True
+            self.engine.panic(now)
+            self.guard.sounding.clear()
+
+    def _shutdown(self) -> None:
+        try:
+            self._send(self.engine.stop(self.clock()), self.clock())
+        except Exception:
+            log.exception("engine error while stopping")
+        self.guard.release_all()
+        self.input.close()
+        self.output.close()
+        if self.recorder is not None:
+            self.recorder.close()
+            log.info("session recorded to %s", self.recorder.path)
+
+    # -- status -----------------------------------------------------------------------------------
+    def status_line(self) -> str:
+        steps = sorted(list(self.engine.step_ns)[-512:])
+        step = (f"step p50 {steps[len(steps) // 2] / 1e6:.2f} ms p99 {steps[int(len(steps) * 0.99)] / 1e6:.2f} ms"
+                if steps else "step -")
+        extra = "".join(f", {k} {v}" for k, v in sorted(self.counts.items()) if v)
+        state = "on" if self.config.engine.enabled else "off"
+        return (f"improv {state} | {self.config.engine.mode} | in {self.engine.notes_in} out {self.engine.notes_out} | "
+                f"{step}{extra}")

@@ -1,0 +1,238 @@
+"""The MIDI edge: the only code that touches python-rtmidi. Everything else sees bytes and mido messages.
+
+Backends: the ALSA sequencer on Linux, CoreMIDI on macOS, WinMM on Windows, and JACK when a JACK
+server runs (`auto` prefers JACK then). Each input and output is its own client, so a JACK graph or
+an ALSA patchbay shows "improv-in" and "improv-out".
+
+The input callback contract: it runs on the MIDI system's own thread (JACK's process thread under
+JACK). It only timestamps the raw bytes and appends them to the input queue: no parsing, no
+logging, no locks, never the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import mido
+
+from improv.errors import PortError
+
+os.environ.setdefault("JACK_NO_START_SERVER", "1")  # probing for JACK must never start a server
+
+CC_ALL_SOUND_OFF = 120
+CC_RESET_CONTROLLERS = 121
+CC_ALL_NOTES_OFF = 123
+CC_SUSTAIN = 64
+
+NO_MIDI_HELP = {
+    "linux": "start the ALSA sequencer (sudo modprobe snd-seq) or a JACK server "
+             "(jackd -d dummy -r 48000 -p 64, or your sound card's driver instead of dummy)",
+    "darwin": "CoreMIDI should always be there: check that python-rtmidi installed correctly",
+    "win32": "WinMM should always be there: check that python-rtmidi installed correctly",
+}
+
+
+def _rtmidi():
+    try:
+        import rtmidi
+    except ImportError as err:  # pragma: no cover - a broken install
+        raise PortError(f"python-rtmidi is not importable ({err}); pip install python-rtmidi") from err
+    return rtmidi
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """JACK and ALSA print to fd 2 when a probe fails; the user gets improv's one message instead."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _api_constants() -> dict[str, int]:
+    rtmidi = _rtmidi()
+    return {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK, "coremidi": rtmidi.API_MACOSX_CORE,
+            "winmm": rtmidi.API_WINDOWS_MM}
+
+
+def _works(api: int) -> bool:
+    rtmidi = _rtmidi()
+    if api not in rtmidi.get_compiled_api():
+        return False
+    try:
+        with _quiet_stderr():
+            probe = rtmidi.MidiOut(rtapi=api, name="improv-probe")
+        probe.delete()
+        return True
+    except (rtmidi.RtMidiError, SystemError, OSError):
+        return False
+
+
+def choose_backend(backend: str = "auto") -> str:
+    """The backend name to use; raises PortError saying what to install or start."""
+    if backend != "auto":
+        if not _works(_api_constants()[backend]):
+            raise PortError(f"MIDI backend {backend!r} is not available here; {_help(backend)}")
+        return backend
+    candidates = ["jack"] + {"linux": ["alsa"], "darwin": ["coremidi"], "win32": ["winmm"]}.get(sys.platform, [])
+    for name in candidates:
+        if _works(_api_constants()[name]):
+            return name
+    raise PortError(f"no MIDI system is available: {NO_MIDI_HELP.get(sys.platform, 'start a JACK server')}")
+
+
+def _help(backend: str) -> str:
+    if backend == "jack":
+        return "start a JACK server first (jackd -d dummy -r 48000 -p 64)"
+    if backend == "alsa":
+        return "load the ALSA sequencer (sudo modprobe snd-seq)"
+    return NO_MIDI_HELP.get(sys.platform, "check python-rtmidi")
+
+
+def list_ports(backend: str) -> tuple[list[str], list[str]]:
+    """(input port names, output port names) that improv can connect to."""
+    rtmidi = _rtmidi()
+    api = _api_constants()[backend]
+    with _quiet_stderr():
+        midi_in, midi_out = rtmidi.MidiIn(rtapi=api, name="improv-list"), rtmidi.MidiOut(rtapi=api, name="improv-list")
+    try:
+        return midi_in.get_ports(), midi_out.get_ports()
+    finally:
+        midi_in.delete()
+        midi_out.delete()
+
+
+def find_port(wanted: str, available: list[str], direction: str) -> int:
+    """Index of the port named `wanted`, or of the only one whose name contains it (any case)."""
+    if wanted in available:
+        return available.index(wanted)
+    matches = [i for i, name in enumerate(available) if wanted.lower() in name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    listing = ", ".join(repr(n) for n in available) or "none"
+    if not matches:
+        raise PortError(f"no MIDI {direction} port matches {wanted!r}; available: {listing} (see improv ports)")
+    names = ", ".join(repr(available[i]) for i in matches)
+    raise PortError(f"{wanted!r} matches several MIDI {direction} ports ({names}); give more of the name")
+
+
+@dataclass
+class RawInput:
+    """A timestamped raw message as the callback saw it."""
+
+    time_s: float
+    data: list[int]
+
+
+class InputPort:
+    """A MIDI input whose callback only timestamps and enqueues (see the module docstring)."""
+
+    def __init__(self, backend: str, client_name: str, port: str | None, enqueue: Callable[[RawInput], None],
+                 clock: Callable[[], float] = time.monotonic):
+        rtmidi = _rtmidi()
+        try:
+            with _quiet_stderr():
+                self._rt = rtmidi.MidiIn(rtapi=_api_constants()[backend], name=f"{client_name}-in")
+        except (rtmidi.RtMidiError, SystemError) as err:
+            raise PortError(f"cannot open a MIDI input on {backend}: {err}; {_help(backend)}") from err
+        self._rt.ignore_types(sysex=True, timing=True, active_sense=True)  # dropped by rtmidi, before Python
+        if port is None:
+            if backend == "winmm":
+                raise PortError("Windows has no virtual MIDI ports: install a loopback driver (loopMIDI) and "
+                                "connect to it by name with --in")
+            self._rt.open_virtual_port("in")
+            self.name = f"{client_name}-in:in"
+        else:
+            index = find_port(port, self._rt.get_ports(), "input")
+            self.name = self._rt.get_ports()[index]
+            self._rt.open_port(index)
+        self.wanted = port
+
+        def callback(event, _data, enqueue=enqueue, clock=clock, raw=RawInput):
+            enqueue(raw(clock(), event[0]))
+
+        self._rt.set_callback(callback)
+
+    def still_connected(self) -> bool:
+        """For a port connected by name: is the port still there?"""
+        if self.wanted is None:
+            return True
+        try:
+            return self.name in self._rt.get_ports()
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._rt.cancel_callback()
+            self._rt.close_port()
+            self._rt.delete()
+
+
+class OutputPort:
+    def __init__(self, backend: str, client_name: str, port: str | None):
+        rtmidi = _rtmidi()
+        try:
+            with _quiet_stderr():
+                self._rt = rtmidi.MidiOut(rtapi=_api_constants()[backend], name=f"{client_name}-out")
+        except (rtmidi.RtMidiError, SystemError) as err:
+            raise PortError(f"cannot open a MIDI output on {backend}: {err}; {_help(backend)}") from err
+        if port is None:
+            if backend == "winmm":
+                raise PortError("Windows has no virtual MIDI ports: install a loopback driver (loopMIDI) and "
+                                "connect to it by name with --out")
+            self._rt.open_virtual_port("out")
+            self.name = f"{client_name}-out:out"
+        else:
+            index = find_port(port, self._rt.get_ports(), "output")
+            self.name = self._rt.get_ports()[index]
+            self._rt.open_port(index)
+        self.wanted = port
+
+    def send(self, data: list[int]) -> None:
+        try:
+            self._rt.send_message(data)
+        except Exception as err:  # rtmidi raises its own types; the caller decides what a lost port means
+            raise PortError(f"cannot send to {self.name}: {err}") from err
+
+    def still_connected(self) -> bool:
+        if self.wanted is None:
+            return True
+        try:
+            return self.name in self._rt.get_ports()
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._rt.close_port()
+            self._rt.delete()
+
+
+def parse(data: list[int]) -> mido.Message:
+    """Raw bytes to a message; ValueError says what was wrong with a malformed one."""
+    return mido.Message.from_bytes(data)
+
+
+def note_bytes(channel: int, pitch: int, velocity: int) -> list[int]:
+    """Note-on (velocity > 0) or note-off, channel 0..15."""
+    if velocity > 0:
+        return [0x90 | channel, pitch, velocity]
+    return [0x80 | channel, pitch, 0]
+
+
+def control_bytes(channel: int, control: int, value: int) -> list[int]:
+    return [0xB0 | channel, control, value]

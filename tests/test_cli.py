@@ -1,0 +1,118 @@
+"""The `improv` command as a user runs it: real files in, one clear line out on bad input."""
+
+import json
+import subprocess
+import sys
+
+import mido
+import pytest
+
+from conftest import CHORALE, EXPRESSIVE
+
+
+def improv(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "improv.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def assert_clean_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("improv: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_tokens_shows_names_or_ids():
+    names = improv("tokens", CHORALE).stdout.split()
+    ids = improv("tokens", CHORALE, "--ids").stdout.split()
+    assert names[0] == "START" and "NOTE_ON_" in " ".join(names[:10])
+    assert len(names) == len(ids) > 300 and all(i.isdigit() for i in ids)
+
+
+def test_generate_writes_seed_and_continuation_on_two_tracks(tmp_path):
+    out = tmp_path / "out.mid"
+    result = improv("generate", "--seed", CHORALE, "--out", out, "--seconds", 5, "--random-seed", 1)
+    assert result.returncode == 0, result.stderr
+    midi = mido.MidiFile(out)
+    names = [next(m.name for m in t if m.type == "track_name") for t in midi.tracks]
+    assert names == ["player", "improv"]
+    improv_onsets = [m for m in midi.tracks[1] if m.type == "note_on" and m.velocity > 0]
+    assert len(improv_onsets) >= 5
+
+
+def test_eval_reports_json_with_the_documented_keys(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for path in (CHORALE, EXPRESSIVE):
+        (tmp_path / "sub" / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "notes.txt").write_text("not midi")
+    result = improv("eval", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["files"] == 2 and report["tokens"] > 500
+    assert report["model_bits_per_token"] > 0 and report["markov_bits_per_token"] > 0
+    assert 0 <= report["next_pitch_accuracy"] <= 1
+
+
+def write_midi(path, messages):
+    midi = mido.MidiFile()
+    track = mido.MidiTrack(messages)
+    midi.tracks.append(track)
+    midi.save(path)
+    return path
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    text = tmp_path / "notes.mid"
+    text.write_text("this is not a MIDI file")
+    drums = write_midi(tmp_path / "drums.mid", [mido.Message("note_on", channel=9, note=36, velocity=100),
+                                                mido.Message("note_off", channel=9, note=36, time=240)])
+    meta = write_midi(tmp_path / "meta.mid", [mido.MetaMessage("track_name", name="x"),
+                                              mido.MetaMessage("set_tempo", tempo=400000)])
+    empty = write_midi(tmp_path / "empty.mid", [])
+    return {"text": text, "drums": drums, "meta": meta, "empty": empty}
+
+
+@pytest.mark.parametrize("kind, fragment", [("text", "is not a readable MIDI file"), ("drums", "has only drums"),
+                                            ("meta", "has no notes"), ("empty", "has no notes")])
+def test_bad_midi_files_get_one_clear_line(bad_files, kind, fragment, tmp_path):
+    path = bad_files[kind]
+    assert_clean_error(improv("tokens", path), str(path), fragment)
+    assert_clean_error(improv("generate", "--seed", path, "--out", tmp_path / "o.mid"), fragment)
+
+
+def test_missing_corrupt_and_foreign_models_get_one_clear_line(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    assert_clean_error(improv("tokens", CHORALE, "--model", tmp_path / "none.onnx"), "does not exist")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 100)
+    assert_clean_error(improv("tokens", CHORALE, "--model", corrupt), "not a loadable ONNX model")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign", [x], [y])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), foreign)
+    assert_clean_error(improv("eval", CHORALE.parent, "--model", foreign), "an improv model has inputs")
+
+
+def test_a_model_without_or_with_a_foreign_vocabulary_is_refused(tmp_path):
+    import onnx
+
+    from improv.model import VOCAB_KEY, default_model_path
+
+    graph = onnx.load(str(default_model_path()))
+    del graph.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(graph, bare)
+    assert_clean_error(improv("tokens", CHORALE, "--model", bare), VOCAB_KEY)
+    spec = json.loads(onnx.load(str(default_model_path())).metadata_props[0].value)
+    spec["velocity_bins"] = 16
+    spec["groups"][-1] = ["VELOCITY", spec["groups"][-1][1], 16]
+    graph.metadata_props.add(key=VOCAB_KEY, value=json.dumps(spec))
+    odd = tmp_path / "odd.onnx"
+    onnx.save(graph, odd)
+    assert_clean_error(improv("tokens", CHORALE, "--model", odd), "logits have 390 entries")

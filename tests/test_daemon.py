@@ -1,0 +1,95 @@
+"""improv run through real ports of a real JACK server: a test client plays and listens."""
+
+import signal
+import time
+
+import pytest
+
+from jackserver import MidiClient, note_ons, sounding_after, start_improv, stop_improv
+
+pytestmark = pytest.mark.jack
+SILENCE_MS = 300
+GENEROUS_MS = 100  # tests bound behaviour on a shared machine; the benchmark measures tightly
+
+
+@pytest.fixture
+def client(jack):
+    client = MidiClient()
+    yield client
+    client.close()
+
+
+def run_improv(client, *args):
+    process = start_improv("--no-record", "--silence-ms", str(SILENCE_MS), *args)
+    try:
+        client.connect()
+    except AssertionError:
+        process.kill()
+        raise AssertionError(f"improv did not start: {process.communicate()[1][-2000:]}")
+    return process
+
+
+def test_call_and_response_answers_after_the_silence_and_releases_every_note(client):
+    process = run_improv(client, "--config", "tests/data/short-answers.yaml")
+    try:
+        for _ in range(3):
+            last_up = client.play([60, 64, 67, 72, 67, 64])
+            time.sleep(SILENCE_MS / 1000 + 2.5)  # the answer is at most 1.5 s long
+            events = client.drain()
+            ons = note_ons(events)
+            assert ons, "no answer"
+            first_ms = (ons[0][0] - last_up) * 1000
+            assert SILENCE_MS - 1 <= first_ms <= SILENCE_MS + GENEROUS_MS, first_ms
+            assert not sounding_after(events), "a note was left sounding after the answer"
+    finally:
+        code, stderr = stop_improv(process)
+    assert code == 0, stderr
+
+
+def test_playing_during_an_answer_stops_it_at_once(client):
+    process = run_improv(client)
+    try:
+        client.play([60, 62, 64])
+        deadline = time.monotonic() + SILENCE_MS / 1000 + 2.0
+        while not note_ons(client.pending()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.4)  # mid-answer
+        interrupted_at = client.send(0x90, 72, 90)
+        time.sleep(0.5)
+        client.send(0x80, 72, 0)
+        events = client.drain()
+        late = [t for t, m in note_ons(events) if t > interrupted_at + 0.02]
+        assert not late, f"improv went on playing {len(late)} notes after the player came in"
+        assert not sounding_after(events)
+    finally:
+        stop_improv(process)
+
+
+def test_sigterm_mid_answer_releases_every_sounding_note(client):
+    process = run_improv(client, "--config", "tests/data/long-notes.yaml")
+    try:
+        client.play([48, 60, 64, 67])
+        deadline = time.monotonic() + 5
+        while not sounding_after(client.pending()) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert sounding_after(client.pending()), "improv never had a note sounding"
+    finally:
+        code, stderr = stop_improv(process, signal.SIGTERM)
+    time.sleep(0.2)
+    events = client.drain()
+    assert not sounding_after(events), f"stuck after SIGTERM: {sounding_after(events)}"
+    assert code == 0, stderr
+
+
+def test_continuous_mode_plays_along(client):
+    process = run_improv(client, "--mode", "continuous")
+    try:
+        started = time.monotonic()
+        client.play([60, 64, 67, 72] * 3, note_s=0.2, gap_s=0.1)
+        ended = time.monotonic()
+        events = client.drain()
+        during = [t for t, _ in note_ons(events) if started < t < ended]
+        assert len(during) >= 3, "improv should answer while the player plays"
+    finally:
+        stop_improv(process)
+    assert not sounding_after(events + client.drain())
