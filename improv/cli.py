@@ -98,7 +98,7 @@ def cmd_eval(args) -> int:
 
 RUN_FLAGS = (("model", "model.path"), ("in_port", "midi.input"), ("out_port", "midi.output"),
              ("mode", "engine.mode"), ("silence_ms", "engine.silence_ms"), ("temperature", "sampling.temperature"),
-             ("channel", "midi.output_channel"), ("backend", "midi.backend"))
+             ("channel", "midi.output_channel"), ("backend", "midi.backend"), ("response_ms", "engine.response_ms"))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=["call-response", "continuous"])
     run.add_argument("--silence-ms", type=int)
     run.add_argument("--temperature", type=float)
+    run.add_argument("--response-ms", type=int, help="longest answer (call-response), play-on time (continuous)")
     run.add_argument("--channel", type=int, help="output channel 1..16")
     run.add_argument("--backend", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
     run.add_argument("--no-record", action="store_true", help="do not record the session")
@@ -219,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     ports = commands.add_parser("ports", help="list the MIDI inputs and outputs improv can see")
     ports.add_argument("--backend", default="auto", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
     ports.set_defaults(run=cmd_ports)
+
+    bench = commands.add_parser("bench", help="measure step, sampling, bandwidth and real-port reaction times")
+    bench.add_argument("--model")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--seconds", type=float, default=5.0, help="scale of the in-process measurements")
+    bench.add_argument("--phrases", type=int, default=50, help="phrases played through JACK per mode")
+    bench.add_argument("--start-jack", action="store_true", help="start a private JACK server if none runs")
+    bench.set_defaults(run=lambda args: __import__("improv.bench", fromlist=["main"]).main(args))
 
     play = commands.add_parser("play", help="play a MIDI file to a port in real time")
     play.add_argument("file")

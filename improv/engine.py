@@ -141,7 +141,9 @@ class Engine:
         if kind == "note_on" and msg.velocity > 0:
             self.phrase_heard = True
         if self.config.engine.mode == "continuous" and self.config.engine.enabled:
-            self.answering, self.onset_now = True, False
+            # From silence, improv comes in at once; once playing, it keeps its own time.
+            self.onset_now = not self.answering and not self.sent
+            self.answering = True
             self.answer_end_s = now_s + self.config.engine.response_ms / 1000
         self.committed = self._checkpoint()
         return out

@@ -222,6 +222,80 @@ class OutputPort:
             self._rt.delete()
 
 
+class ProbeClient:
+    """A keyboard and a synth in one, for tests and the benchmark: plays into improv's input and
+    records improv's output with arrival times. Its callback only appends (atomic under the GIL)."""
+
+    def __init__(self, backend: str = "jack", name: str = "probe", clock: Callable[[], float] = time.monotonic):
+        rtmidi = _rtmidi()
+        api = _api_constants()[backend]
+        self.clock = clock
+        self.out = rtmidi.MidiOut(rtapi=api, name=f"{name}-keys")
+        self.inp = rtmidi.MidiIn(rtapi=api, name=f"{name}-synth")
+        self.received: list[tuple[float, list[int]]] = []
+        self._drained = 0
+        self.inp.set_callback(lambda event, _: self.received.append((clock(), event[0])))
+
+    def connect(self, to_port: str = "improv-in", from_port: str = "improv-out", timeout_s: float = 15.0) -> None:
+        deadline = self.clock() + timeout_s
+        while self.clock() < deadline:
+            outs = [i for i, p in enumerate(self.out.get_ports()) if p.startswith(to_port)]
+            ins = [i for i, p in enumerate(self.inp.get_ports()) if p.startswith(from_port)]
+            if outs and ins:
+                self.out.open_port(outs[0])
+                self.inp.open_port(ins[0])
+                return
+            time.sleep(0.05)
+        raise PortError(f"ports {to_port}/{from_port} did not appear within {timeout_s} s")
+
+    def send(self, *data: int) -> float:
+        self.out.send_message(list(data))
+        return self.clock()
+
+    def play(self, pitches, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
+        """Play a phrase in real time; returns the time of the last key up."""
+        last_up = self.clock()
+        for pitch in pitches:
+            self.send(0x90, pitch, velocity)
+            time.sleep(note_s)
+            last_up = self.send(0x80, pitch, 0)
+            time.sleep(gap_s)
+        return last_up
+
+    def pending(self) -> list[tuple[float, list[int]]]:
+        """What arrived since the last drain, without consuming it."""
+        return self.received[self._drained :]
+
+    def drain(self) -> list[tuple[float, list[int]]]:
+        out = self.received[self._drained :]
+        self._drained += len(out)
+        return out
+
+    def close(self) -> None:
+        for port in (self.out, self.inp):
+            with contextlib.suppress(Exception):
+                port.close_port()
+                port.delete()
+
+
+def note_ons(events: list[tuple[float, list[int]]]) -> list[tuple[float, list[int]]]:
+    return [(t, m) for t, m in events if m[0] & 0xF0 == 0x90 and m[2] > 0]
+
+
+def sounding_after(events: list[tuple[float, list[int]]]) -> set[int]:
+    """Pitches left sounding after these events: a note-on with no later note-off or all-notes-off."""
+    sounding: set[int] = set()
+    for _, m in events:
+        kind = m[0] & 0xF0
+        if kind == 0x90 and m[2] > 0:
+            sounding.add(m[1])
+        elif kind in (0x80, 0x90):
+            sounding.discard(m[1])
+        elif kind == 0xB0 and m[1] in (CC_ALL_SOUND_OFF, CC_ALL_NOTES_OFF):
+            sounding.clear()
+    return sounding
+
+
 def parse(data: list[int]) -> mido.Message:
     """Raw bytes to a message; ValueError says what was wrong with a malformed one."""
     return mido.Message.from_bytes(data)

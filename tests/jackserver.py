@@ -1,4 +1,4 @@
-"""A real JACK server and a real MIDI test client for the tests that are about ports.
+"""A real JACK server for the tests that are about ports, and improv run as a real process.
 
 Each test run starts its own server (dummy driver, realtime when allowed, a unique name) so runs
 never share a graph. Without jackd the tests skip with the reason; with IMPROV_REQUIRE_JACK=1 (set
@@ -75,78 +75,6 @@ class JackServer:
             self.process.kill()
             self.process.wait()
         self.log.close()
-
-
-class MidiClient:
-    """The test's keyboard and synth: plays into improv's input, records improv's output with times."""
-
-    def __init__(self, name: str = "tester"):
-        import rtmidi
-
-        self.rtmidi = rtmidi
-        self.out = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=f"{name}-keys")
-        self.inp = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name=f"{name}-synth")
-        self.received: list[tuple[float, list[int]]] = []  # appended by the MIDI thread (atomic under the GIL)
-        self._drained = 0
-        self.inp.set_callback(lambda event, _: self.received.append((time.monotonic(), event[0])))
-
-    def connect(self, to_port: str = "improv-in", from_port: str = "improv-out", timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            outs = [i for i, p in enumerate(self.out.get_ports()) if p.startswith(to_port)]
-            ins = [i for i, p in enumerate(self.inp.get_ports()) if p.startswith(from_port)]
-            if outs and ins:
-                self.out.open_port(outs[0])
-                self.inp.open_port(ins[0])
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"improv's ports {to_port}/{from_port} did not appear in {timeout_s} s")
-
-    def send(self, *data: int) -> float:
-        self.out.send_message(list(data))
-        return time.monotonic()
-
-    def play(self, pitches, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
-        """Play a phrase in real time; returns the time of the last key up."""
-        last_up = time.monotonic()
-        for pitch in pitches:
-            self.send(0x90, pitch, velocity)
-            time.sleep(note_s)
-            last_up = self.send(0x80, pitch, 0)
-            time.sleep(gap_s)
-        return last_up
-
-    def pending(self) -> list[tuple[float, list[int]]]:
-        """What arrived since the last drain, without consuming it."""
-        return self.received[self._drained :]
-
-    def drain(self) -> list[tuple[float, list[int]]]:
-        out = self.received[self._drained :]
-        self._drained += len(out)
-        return out
-
-    def close(self) -> None:
-        for port in (self.out, self.inp):
-            port.close_port()
-            port.delete()
-
-
-def note_ons(events):
-    return [(t, m) for t, m in events if m[0] & 0xF0 == 0x90 and m[2] > 0]
-
-
-def sounding_after(events) -> set[int]:
-    """Pitches left sounding after these events (note-on without a later note-off)."""
-    sounding = set()
-    for _, m in events:
-        kind = m[0] & 0xF0
-        if kind == 0x90 and m[2] > 0:
-            sounding.add(m[1])
-        elif kind in (0x80, 0x90):
-            sounding.discard(m[1])
-        elif kind == 0xB0 and m[1] in (120, 123):
-            sounding.clear()
-    return sounding
 
 
 def start_improv(*args: str, env=None) -> subprocess.Popen:

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from jackserver import MidiClient, note_ons, sounding_after, start_improv, stop_improv
+from improv.ports import ProbeClient, note_ons, sounding_after
+from jackserver import start_improv, stop_improv
 
 pytestmark = pytest.mark.jack
 SILENCE_MS = 300
@@ -14,7 +15,7 @@ GENEROUS_MS = 100  # tests bound behaviour on a shared machine; the benchmark me
 
 @pytest.fixture
 def client(jack):
-    client = MidiClient()
+    client = ProbeClient("jack", "tester")
     yield client
     client.close()
 

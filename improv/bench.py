@@ -1,0 +1,313 @@
+"""`improv bench`: how fast improv is, measured side by side in one run, and how close to the machine.
+
+Measures (microseconds unless named): the model step as the live engine does it (IOBinding), a bare
+onnxruntime step with plain run(), a torch eager step of the same weights (when torch is installed),
+sampling per token, the engine's whole cost per generated token, the machine's memory bandwidth over
+a buffer the size of the weights, and, through a JACK server, the reaction time of the real daemon,
+its idle CPU and its resident memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from improv.config import Config
+from improv.engine import Engine
+from improv.events import Msg
+from improv.model import OnnxModel
+from improv.offline import VirtualClock, perform, run_until
+from improv.sampling import MaskBuilder, sample
+
+JACK_PERIOD_FRAMES, JACK_RATE = 64, 48000
+CONTINUOUS_PLAY_ON_MS = 400  # continuous mode in the benchmark: improv stops soon, so each note starts from silence
+
+
+def percentiles_us(samples_ns, keys=(50, 99, 99.9)) -> dict:
+    values = np.asarray(samples_ns, dtype=np.float64) / 1000.0
+    names = {50: "p50", 99: "p99", 99.9: "p999"}
+    return {names[k]: round(float(np.percentile(values, k)), 2) for k in keys}
+
+
+def _timed(fn, iterations: int) -> list[int]:
+    times = []
+    for _ in range(iterations):
+        started = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - started)
+    return times
+
+
+def bench_step(model: OnnxModel, iterations: int) -> tuple[dict, dict]:
+    """(live IOBinding step, plain session.run step), each fed the tokens the model itself predicts."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, model.vocab.size, iterations)
+    model.reset()
+    step_ns = []
+    for token in tokens:
+        started = time.perf_counter_ns()
+        model.step(int(token))
+        step_ns.append(time.perf_counter_ns() - started)
+    shape = (model.layers, 1, model.hidden)
+    h, c = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    run_ns = []
+    for token in tokens:
+        started = time.perf_counter_ns()
+        _, h, c = model.session.run(None, {"tokens": np.array([[token]], np.int64), "h0": h, "c0": c})
+        run_ns.append(time.perf_counter_ns() - started)
+    return percentiles_us(step_ns), percentiles_us(run_ns, (50, 99))
+
+
+def bench_torch_step(model: OnnxModel, iterations: int) -> dict | None:
+    """A torch eager step of the same weights, when torch (and onnx, to read them) are installed."""
+    try:
+        import onnx
+        import torch
+        from onnx import numpy_helper
+    except ImportError:
+        return None
+    graph = onnx.load(str(model.path)).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    lstm_nodes = [n for n in graph.node if n.op_type == "LSTM"]
+    if not lstm_nodes or any(w.dtype != np.float32 for w in weights.values() if w.ndim >= 2 and w.size > 1000):
+        return None  # a quantized model has no float weights to give torch
+    torch.set_num_threads(1)
+    hidden, layers = model.hidden, model.layers
+    embedding = next(w for w in weights.values() if w.ndim == 2 and w.shape[0] == model.vocab_size and w.shape[1] != hidden)
+    head_w = next(w for w in weights.values() if w.ndim == 2 and hidden in w.shape and model.vocab_size in w.shape
+                  and w is not embedding)
+    lstm = torch.nn.LSTM(embedding.shape[1], hidden, layers)
+    onnx_to_torch_gates = [0, 2, 3, 1]  # ONNX orders gates i, o, f, c; torch i, f, g, o
+    with torch.no_grad():
+        for layer, node in enumerate(lstm_nodes[:layers]):
+            w, r, b = (weights[name] for name in node.input[1:4])
+            reorder = lambda m: np.concatenate([np.split(m, 4)[g] for g in onnx_to_torch_gates])  # noqa: E731
+            getattr(lstm, f"weight_ih_l{layer}").copy_(torch.from_numpy(reorder(w[0])))
+            getattr(lstm, f"weight_hh_l{layer}").copy_(torch.from_numpy(reorder(r[0])))
+            bias_w, bias_r = np.split(b[0], 2)
+            getattr(lstm, f"bias_ih_l{layer}").copy_(torch.from_numpy(reorder(bias_w)))
+            getattr(lstm, f"bias_hh_l{layer}").copy_(torch.from_numpy(reorder(bias_r)))
+    embed = torch.from_numpy(embedding.copy())
+    head = torch.from_numpy(head_w if head_w.shape[0] == hidden else head_w.T.copy())
+    state = (torch.zeros(layers, 1, hidden), torch.zeros(layers, 1, hidden))
+    tokens = np.random.default_rng(0).integers(2, model.vocab.size, iterations)
+    times = []
+    with torch.inference_mode():
+        for token in tokens:
+            started = time.perf_counter_ns()
+            y, state = lstm(embed[int(token)].view(1, 1, -1), state)
+            y @ head
+            times.append(time.perf_counter_ns() - started)
+    return percentiles_us(times, (50, 99))
+
+
+def bench_sampling(vocab, iterations: int) -> tuple[dict, dict]:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=vocab.size).astype(np.float32)
+    plain = _timed(lambda: sample(logits, 0.9, 0.95, rng), iterations)
+    masks = MaskBuilder(vocab)
+    masks.set_range(21, 108)
+    sounding = {60: 0.0, 64: 0.0, 67: 0.0}
+    masked = _timed(lambda: sample(logits, 0.9, 0.95, rng, masks.build(sounding, 8, False, list(sounding))), iterations)
+    return percentiles_us(plain, (50, 99)), percentiles_us(masked, (50, 99))
+
+
+def bench_engine_token(model: OnnxModel, seconds: float) -> dict:
+    """The engine's whole cost per generated token (mask, sample, step, decode, checkpoint), timed
+    around each generation call while it answers a phrase on the virtual clock."""
+    config = Config()
+    config.engine.response_ms = round(seconds * 1000)
+    engine = Engine(model, config, 0.0, np.random.default_rng(2))
+    clock = VirtualClock()
+    phrase = []
+    for i, pitch in enumerate((60, 64, 67, 72, 67, 64)):
+        phrase += [(i * 0.2, Msg("note_on", pitch, 80)), (i * 0.2 + 0.15, Msg("note_off", pitch, 0))]
+    perform(engine, clock, phrase)
+    token_ns = []
+    generate_one = engine._generate_one
+
+    def timed_generate_one():
+        started = time.perf_counter_ns()
+        generate_one()
+        token_ns.append(time.perf_counter_ns() - started)
+
+    engine._generate_one = timed_generate_one
+    run_until(engine, clock, clock.now() + seconds + 1.0)
+    return {**percentiles_us(token_ns), "tokens": len(token_ns)}
+
+
+def memory_bandwidth_gbs(size_bytes: int, repeats: int = 30) -> float:
+    """Best streaming read rate over a buffer the size of the weights (numpy sum, one core)."""
+    buffer = np.ones(max(size_bytes // 4, 1024), dtype=np.float32)
+    buffer.sum()
+    best = min(_timed(buffer.sum, repeats))
+    return buffer.nbytes / best  # bytes per ns == GB/s
+
+
+def weight_bytes(model: OnnxModel) -> int:
+    try:
+        import onnx
+        from onnx import numpy_helper
+
+        return int(sum(numpy_helper.to_array(i).nbytes for i in onnx.load(str(model.path)).graph.initializer))
+    except ImportError:
+        return model.path.stat().st_size  # the file is almost all weights
+
+
+# -- the real daemon through JACK ------------------------------------------------------------------
+def jack_running() -> bool:
+    from improv.ports import choose_backend
+    from improv.errors import PortError
+
+    try:
+        return choose_backend("jack") == "jack"
+    except PortError:
+        return False
+
+
+def start_private_jack() -> subprocess.Popen | None:
+    jackd = shutil.which("jackd")
+    if jackd is None:
+        return None
+    name = f"improv-bench-{os.getpid()}"
+    os.environ.update({"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"})
+    process = subprocess.Popen([jackd, "-n", name, "-R", "-d", "dummy", "-r", str(JACK_RATE), "-p",
+                                str(JACK_PERIOD_FRAMES)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        time.sleep(0.1)
+        if jack_running():
+            return process
+    process.terminate()
+    return None
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
+    """Reaction of `improv run` as a client sees it, in both modes; idle CPU and RSS of the daemon."""
+    from improv.ports import ProbeClient, note_ons
+
+    results: dict = {}
+    for mode in ("call-response", "continuous"):
+        daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", "jack", "--no-record",
+                                   "--model", str(model_path), "--mode", mode, "--silence-ms", str(silence_ms),
+                                   "--response-ms", str(CONTINUOUS_PLAY_ON_MS)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        client = ProbeClient("jack", f"bench-{mode}")
+        try:
+            client.connect()
+            if mode == "call-response":
+                time.sleep(1.0)
+                cpu_before, idle_started = _proc_cpu_s(daemon.pid), time.monotonic()
+                time.sleep(5.0)
+                results["idle_cpu_percent"] = round(100 * (_proc_cpu_s(daemon.pid) - cpu_before)
+                                                    / (time.monotonic() - idle_started), 3)
+            reactions = []
+            for i in range(phrases):
+                if mode == "call-response":
+                    last_up = client.play([60 + i % 5, 64, 67], note_s=0.08, gap_s=0.02)
+                    reference = last_up + silence_ms / 1000
+                    time.sleep(silence_ms / 1000 + 0.15)
+                    client.send(0xB0, 123, 0)  # all notes off: the answer stops, nothing new is heard
+                else:
+                    time.sleep(CONTINUOUS_PLAY_ON_MS / 1000 + 0.3)  # improv has stopped: measure from silence
+                    client.drain()
+                    reference = client.send(0x90, 60 + i % 12, 80)
+                    time.sleep(0.1)
+                    client.send(0x80, 60 + i % 12, 0)
+                ons = [t for t, _ in note_ons(client.drain()) if t >= reference - 0.002]
+                if ons:
+                    reactions.append((ons[0] - reference) * 1000)
+                time.sleep(0.1)
+            key = "reaction_ms" if mode == "continuous" else "answer_after_silence_ms"
+            values = np.array(reactions)
+            results[key] = ({"p50": round(float(np.percentile(values, 50)), 2),
+                             "p99": round(float(np.percentile(values, 99)), 2), "n": len(reactions)}
+                            if len(values) else None)
+            if mode == "call-response":
+                results["rss_mib"] = round(_proc_rss_mib(daemon.pid), 1)
+        finally:
+            client.close()
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+    results["jack_period_ms"] = round(JACK_PERIOD_FRAMES / JACK_RATE * 1000, 3)
+    return results
+
+
+def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases: int) -> dict:
+    model = OnnxModel(model_path)
+    iterations = max(1000, int(seconds * 2000))
+    step, ort_run = bench_step(model, iterations)
+    sampling, sampling_masked = bench_sampling(model.vocab, iterations)
+    weights = weight_bytes(model)
+    bandwidth = memory_bandwidth_gbs(weights)
+    step_rate = weights / (step["p50"] * 1000)  # bytes per ns
+    result = {
+        "model": str(model.path), "layers": model.layers, "hidden": model.hidden,
+        "step_us": step, "ort_run_us": ort_run, "torch_step_us": bench_torch_step(model, iterations // 2),
+        "sampling_us": sampling, "sampling_masked_us": sampling_masked,
+        "engine_token_us": bench_engine_token(model, seconds),
+        "weights_mib": round(weights / 2**20, 2), "bandwidth_gbs": round(bandwidth, 1),
+        "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
+        "reaction_ms": None, "answer_after_silence_ms": None, "jack_period_ms": None,
+        "idle_cpu_percent": None, "rss_mib": None, "cpus": os.cpu_count(),
+    }
+    jack = None
+    if not jack_running() and start_jack:
+        jack = start_private_jack()
+    try:
+        if jack_running():
+            result.update(bench_daemon(str(model.path), phrases))
+    finally:
+        if jack is not None:
+            jack.terminate()
+            jack.wait()
+    return result
+
+
+def render(result: dict) -> str:
+    def p(d, unit="us"):
+        return "n/a" if d is None else " / ".join(f"{v}" for k, v in d.items() if k.startswith("p")) + f" {unit}"
+
+    lines = [
+        f"model {result['model']} ({result['layers']} x {result['hidden']}, {result['weights_mib']} MiB of weights)",
+        f"live step (IOBinding)   p50/p99/p99.9  {p(result['step_us'])}",
+        f"plain run() step        p50/p99        {p(result['ort_run_us'])}",
+        f"torch eager step        p50/p99        {p(result['torch_step_us'])}",
+        f"engine, whole token     p50/p99/p99.9  {p(result['engine_token_us'])}",
+        f"sampling                p50/p99        {p(result['sampling_us'])} (with masks {p(result['sampling_masked_us'])})",
+        f"memory bandwidth        {result['bandwidth_gbs']} GB/s; step at {result['step_fraction_of_bandwidth']:.0%} of it",
+        f"JACK period             {result['jack_period_ms']} ms",
+        f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')}",
+        f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",
+        f"idle daemon             {result['idle_cpu_percent']} % of a core, {result['rss_mib']} MiB resident",
+    ]
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    result = run_bench(args.model, args.seconds, args.start_jack, args.phrases)
+    print(json.dumps(result) if args.json else render(result))
+    return 0
