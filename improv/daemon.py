@@ -8,11 +8,12 @@ thread handles signals and the status line. Every way out releases every soundin
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Callable
 
 from improv.config import Config
@@ -28,10 +29,50 @@ log = logging.getLogger("improv")
 IDLE_WAKE_S = 0.5  # longest sleep of the engine thread: port checks happen this often when idle
 MIN_WAIT_S = 0.0005  # never spin: a deadline already due still yields this long at least
 PORT_CHECK_S = 1.0
+BACKLOG_LIMIT = 1024  # input messages waiting for the engine; beyond this the flood is shed
 STATUS_INTERVAL_S = 0.5
 _STOP = object()
+# Fault injection for the reliability tests: IMPROV_INJECT_FAULT=engine makes the engine raise once,
+# on the first player note-on that lands while improv is sounding notes.
+FAULT_ENV = "IMPROV_INJECT_FAULT"
 IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", "continue", "songpos",
                            "song_select", "tune_request", "quarter_frame", "reset"})
+
+
+class Backlog:
+    """The engine thread's bounded input backlog. The callback's queue is drained into it before each
+    message is handled, so a flood waits here, where the limit holds: beyond `limit`, the oldest
+    non-note message goes first, then the oldest note-on; note-offs are never dropped (a dropped
+    note-off could leave a passed-through note stuck). Drops are counted."""
+
+    def __init__(self, limit: int = BACKLOG_LIMIT):
+        self.limit = limit
+        self.notes: deque[tuple[int, RawInput]] = deque()
+        self.others: deque[tuple[int, RawInput]] = deque()
+        self.sequence = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self.notes) + len(self.others)
+
+    def push(self, raw: RawInput) -> None:
+        is_note = bool(raw.data) and raw.data[0] & 0xE0 == 0x80  # 0x8n note-off or 0x9n note-on
+        (self.notes if is_note else self.others).append((self.sequence, raw))
+        self.sequence += 1
+        if len(self) > self.limit:
+            if self.others:
+                self.others.popleft()
+                self.dropped += 1
+            elif self.notes and self.notes[0][1].data[0] & 0xF0 == 0x90 and self.notes[0][1].data[-1] > 0:
+                self.notes.popleft()
+                self.dropped += 1
+
+    def pop(self) -> RawInput | None:
+        if self.notes and (not self.others or self.notes[0][0] < self.others[0][0]):
+            return self.notes.popleft()[1]
+        if self.others:
+            return self.others.popleft()[1]
+        return None
 
 
 class OutputGuard:
@@ -48,6 +89,8 @@ class OutputGuard:
             self.sounding.add((status, data[1]))
         elif kind in (0x80, 0x90):
             self.sounding.discard((status, data[1]))
+        if self.port is None:
+            return False  # no output port right now: it is reconnected when it comes back
         try:
             self.port.send(data)
             self.failed = False
@@ -72,7 +115,8 @@ class OutputGuard:
 class Daemon:
     def __init__(self, config: Config, model, backend: str, clock: Callable[[], float] = time.monotonic):
         self.config, self.model, self.backend, self.clock = config, model, backend, clock
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()  # the callback's side: put never blocks
+        self.backlog = Backlog()
         self.counts: Counter = Counter()  # malformed, ignored, engine_errors
         self.start_s = clock()
         self.engine = Engine(model, config, self.start_s)
@@ -89,6 +133,7 @@ class Daemon:
         self._thread = threading.Thread(target=self._engine_thread, name="improv-engine", daemon=True)
         self._stopping = threading.Event()
         self._next_port_check = 0.0
+        self._inject_fault = os.environ.get(FAULT_ENV) == "engine"
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Daemon":
@@ -134,10 +179,11 @@ class Daemon:
                     item = None
                 if item is _STOP:
                     break
+                if item is not None:
+                    self.backlog.push(item)
                 try:
-                    while item is not None:  # drain what arrived meanwhile, oldest first
-                        self._handle(item)
-                        item = self._next_nowait()
+                    while self._drain_queue() and (raw := self.backlog.pop()) is not None:
+                        self._handle(raw)
                     now = self.clock()
                     self._send(self.engine.poll(now), now)
                     if now >= self._next_port_check:
@@ -150,15 +196,17 @@ class Daemon:
         finally:
             self._shutdown()
 
-    def _next_nowait(self):
-        try:
-            item = self.queue.get_nowait()
-        except queue.Empty:
-            return None
-        if item is _STOP:
-            self._stopping.set()
-            return None
-        return item
+    def _drain_queue(self) -> bool:
+        """Move what the callback queued into the bounded backlog; False once asked to stop."""
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return not self._stopping.is_set()
+            if item is _STOP:
+                self._stopping.set()
+                return False
+            self.backlog.push(item)
 
     def _handle(self, raw: RawInput) -> None:
         try:
@@ -182,6 +230,9 @@ class Daemon:
             self.guard.send(list(raw.data))
         if self.recorder is not None and msg.type in ("note_on", "note_off"):
             self.recorder.player(raw.time_s, msg.note, msg.velocity if msg.type == "note_on" else 0)
+        if self._inject_fault and msg.type == "note_on" and self.engine.sent:
+            self._inject_fault = False
+            raise RuntimeError(f"fault injected by {FAULT_ENV}")
         self._send(self.engine.on_player(raw.time_s, msg), raw.time_s)
 
     def _control(self, now: float, control: int, value: int) -> None:
@@ -206,12 +257,32 @@ class Daemon:
             log.debug("out %.3f %s", now - self.start_s, event)
 
     def _check_ports(self, now: float) -> None:
+        """A port connected by name that went away: release, keep running, reconnect when it is back."""
         self._next_port_check = now + PORT_CHECK_S
-        if not self.output.still_connected() and not self.guard.failed:
-            log.error("output port %s went away; improv keeps listening", self.output.name)
-            self.guard.failed = True
+        midi = self.config.midi
+        if self.input is not None and not self.input.still_connected():
+            log.error("input port %s went away; improv keeps running and reconnects when it is back", self.input.name)
+            self.input.close()
+            self.input = None
+            self._send(self.engine.panic(now), now)
+        if self.output is not None and not self.output.still_connected():
+            log.error("output port %s went away; improv keeps running and reconnects when it is back", self.output.name)
             self.engine.panic(now)
-            self.guard.sounding.clear()
+            self.guard.sounding.clear()  # those notes went with the port
+            self.output.close()
+            self.output = self.guard.port = None
+        if self.input is None:
+            try:
+                self.input = InputPort(self.backend, midi.client_name, midi.input, self.queue.put, self.clock)
+                log.info("input port %s is back: listening again", self.input.name)
+            except PortError:
+                pass
+        if self.output is None:
+            try:
+                self.output = self.guard.port = OutputPort(self.backend, midi.client_name, midi.output)
+                log.info("output port %s is back: playing again", self.output.name)
+            except PortError:
+                pass
 
     def _shutdown(self) -> None:
         try:
@@ -219,8 +290,9 @@ class Daemon:
         except Exception:
             log.exception("engine error while stopping")
         self.guard.release_all()
-        self.input.close()
-        self.output.close()
+        for port in (self.input, self.output):
+            if port is not None:
+                port.close()
         if self.recorder is not None:
             self.recorder.close()
             log.info("session recorded to %s", self.recorder.path)
@@ -230,7 +302,8 @@ class Daemon:
         steps = sorted(list(self.engine.step_ns)[-512:])
         step = (f"step p50 {steps[len(steps) // 2] / 1e6:.2f} ms p99 {steps[int(len(steps) * 0.99)] / 1e6:.2f} ms"
                 if steps else "step -")
-        extra = "".join(f", {k} {v}" for k, v in sorted(self.counts.items()) if v)
+        counts = {**self.counts, "dropped": self.backlog.dropped}
+        extra = "".join(f", {k} {v}" for k, v in sorted(counts.items()) if v)
         state = "on" if self.config.engine.enabled else "off"
         return (f"improv {state} | {self.config.engine.mode} | in {self.engine.notes_in} out {self.engine.notes_out} | "
                 f"{step}{extra}")

@@ -212,7 +212,10 @@ class Engine:
         now_s = self.decoder.time_s
         releasable = [pitch for pitch, onset in self.decoder.sounding.items() if onset < now_s - 1e-9]
         allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, self.onset_now, releasable)
-        token = sample(self.logits, sampling.temperature, sampling.top_p, self.rng, allowed)
+        self.commit_generated(sample(self.logits, sampling.temperature, sampling.top_p, self.rng, allowed))
+
+    def commit_generated(self, token: int) -> None:
+        """Feed a token as improv's own: notes wait in `pending`, time shifts respect max_note_ms."""
         group, value = self.vocab.decode_token(token)
         if group == "TIME_SHIFT":
             self._advance(value)
@@ -259,10 +262,13 @@ class Engine:
 
     # -- control ----------------------------------------------------------------------------------
     def panic(self, now_s: float) -> list[NoteEvent]:
-        """Release everything improv sounds at once; stop any answer; keep listening."""
+        """Release everything improv sounds at once; stop any answer; keep listening. The player's
+        held keys are let go too (a lost note-off must not keep improv waiting for ever)."""
         self._rollback()
         self.answering, self.phrase_heard = False, False
         out = self._release_sent(now_s)
+        self.keys_down.clear()
+        self._feed_heard(self.encoder.release_all(now_s))
         self.committed = self._checkpoint()
         return out
 

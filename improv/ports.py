@@ -248,6 +248,12 @@ class ProbeClient:
             time.sleep(0.05)
         raise PortError(f"ports {to_port}/{from_port} did not appear within {timeout_s} s")
 
+    def open_virtual(self) -> "ProbeClient":
+        """Offer ports of its own ("NAME-keys:keys", "NAME-synth:synth") for improv to connect to by name."""
+        self.out.open_virtual_port("keys")
+        self.inp.open_virtual_port("synth")
+        return self
+
     def send(self, *data: int) -> float:
         self.out.send_message(list(data))
         return self.clock()
@@ -298,7 +304,10 @@ def sounding_after(events: list[tuple[float, list[int]]]) -> set[int]:
 
 def parse(data: list[int]) -> mido.Message:
     """Raw bytes to a message; ValueError says what was wrong with a malformed one."""
-    return mido.Message.from_bytes(data)
+    try:
+        return mido.Message.from_bytes(data)
+    except (ValueError, TypeError, IndexError, KeyError) as err:  # mido's errors for short or odd bytes vary
+        raise ValueError(f"malformed MIDI message {bytes(data[:8]).hex(' ')}: {err!r}") from err
 
 
 def note_bytes(channel: int, pitch: int, velocity: int) -> list[int]:

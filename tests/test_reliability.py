@@ -1,0 +1,173 @@
+"""Faults a live set meets, through a real JACK server: floods, lost ports, signals, crashes."""
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import mido
+import pytest
+
+from improv.ports import ProbeClient, note_ons, sounding_after
+from jackserver import start_improv, stop_improv
+
+pytestmark = pytest.mark.jack
+SILENCE_MS = 250
+
+
+def rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+
+def answers(client, pitches=(60, 64, 67, 72)):
+    """Play a phrase, wait for the answer, stop it with a key; True if improv answered."""
+    client.drain()
+    client.play(pitches, note_s=0.1, gap_s=0.03)
+    deadline = time.monotonic() + SILENCE_MS / 1000 + 3.0
+    while not note_ons(client.pending()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.send(0xB0, 123, 0)
+    time.sleep(0.1)
+    return bool(note_ons(client.drain()))
+
+
+@pytest.fixture
+def client(jack):
+    client = ProbeClient("jack", "tester")
+    yield client
+    client.close()
+
+
+def launch(client, *args, env=None):
+    process = start_improv("--silence-ms", str(SILENCE_MS), *args, env=env)
+    try:
+        client.connect()
+    except Exception:
+        process.kill()
+        raise AssertionError(f"improv did not start: {process.communicate()[1][-2000:]}")
+    return process
+
+
+def test_a_storm_of_malformed_traffic_leaves_improv_up_bounded_and_answering(client):
+    process = launch(client, "--no-record")
+    try:
+        assert answers(client)
+        rss_before = rss_mib(process.pid)
+        rng = random.Random(0)
+        storm_end = time.monotonic() + 4.0
+        sent = 0
+        while time.monotonic() < storm_end:
+            kind = rng.randrange(6)
+            if kind == 0:  # random status and data bytes, any length
+                data = [rng.randrange(0x80, 0x100)] + [rng.randrange(0, 0x80) for _ in range(rng.randrange(0, 4))]
+            elif kind == 1:  # sysex flood
+                data = [0xF0] + [rng.randrange(0, 0x80) for _ in range(rng.randrange(1, 200))] + [0xF7]
+            elif kind == 2:  # note-off with no note-on
+                data = [0x80 | rng.randrange(16), rng.randrange(128), 0]
+            elif kind == 3:  # clock at an absurd rate
+                data = [0xF8]
+            elif kind == 4:  # notes and controllers in bursts
+                data = [rng.choice([0x90, 0xB0, 0xE0]) | rng.randrange(16), rng.randrange(128), rng.randrange(128)]
+            else:  # data bytes with no status
+                data = [rng.randrange(0, 0x80) for _ in range(rng.randrange(1, 4))]
+            try:
+                client.out.send_message(data)
+                sent += 1
+            except Exception:
+                pass  # rtmidi refuses some byte strings itself: that is its business
+            if sent % 100 == 0:
+                time.sleep(0.01)  # about 10,000 messages a second
+        client.send(0xB0, 123, 0)
+        # The storm hit the mapped controllers too (config.yaml controls): set them back as a player would.
+        for control, value in {21: 60, 22: 120, 23: 0, 24: 127, 25: 40, 26: 21, 27: 108, 28: 60, 29: 60, 30: 60}.items():
+            client.send(0xB0, control, value)
+        time.sleep(1.0)
+        assert process.poll() is None, "improv died in the storm"
+        assert sent > 20000
+        assert rss_mib(process.pid) - rss_before < 30, "memory grew in the storm"
+        assert answers(client), "no normal answer after the storm"
+    finally:
+        code, stderr = stop_improv(process)
+    assert code == 0 and "Traceback" not in stderr, stderr[-2000:]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signals_mid_answer_release_every_note(client, sig):
+    process = launch(client, "--no-record", "--config", "tests/data/long-notes.yaml")
+    try:
+        client.play([48, 60, 64, 67], note_s=0.1, gap_s=0.02)
+        deadline = time.monotonic() + 5
+        while not sounding_after(client.pending()) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert sounding_after(client.pending())
+    finally:
+        code, stderr = stop_improv(process, sig)
+    time.sleep(0.2)
+    assert not sounding_after(client.drain())
+    assert code == 0, stderr
+
+
+def test_an_engine_exception_releases_notes_and_improv_listens_on(client):
+    env = {**os.environ, "IMPROV_INJECT_FAULT": "engine"}
+    process = launch(client, "--no-record", "--config", "tests/data/long-notes.yaml", env=env)
+    try:
+        client.play([48, 60, 64], note_s=0.1, gap_s=0.02)
+        deadline = time.monotonic() + 5
+        while not sounding_after(client.pending()) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert sounding_after(client.pending())
+        client.send(0x90, 72, 80)  # the fault fires here, with improv's notes sounding
+        time.sleep(0.3)
+        client.send(0x80, 72, 0)
+        time.sleep(0.2)
+        assert not sounding_after(client.drain()), "notes left sounding after the engine error"
+        assert process.poll() is None
+        assert answers(client), "no answer from a fresh state after the engine error"
+    finally:
+        code, stderr = stop_improv(process)
+    assert "engine error" in stderr and "fault injected" in stderr
+    assert code == 0
+
+
+def test_a_lost_port_is_released_and_reconnected_when_it_returns(jack):
+    keys = ProbeClient("jack", "stage").open_virtual()
+    process = start_improv("--no-record", "--silence-ms", str(SILENCE_MS), "--in", "stage-keys", "--out", "stage-synth")
+    try:
+        time.sleep(3.0)  # improv connects to the client's ports by name
+        assert process.poll() is None, process.communicate()[1]
+        assert answers(keys)
+        keys.close()  # the keyboard and synth are unplugged...
+        time.sleep(2.5)
+        assert process.poll() is None, "improv died when its ports went away"
+        keys = ProbeClient("jack", "stage").open_virtual()  # ...and come back
+        time.sleep(3.0)
+        assert answers(keys), "no answer after the ports came back"
+    finally:
+        code, stderr = stop_improv(process)
+        keys.close()
+    assert "went away" in stderr and "is back" in stderr, stderr[-2000:]
+    assert code == 0
+
+
+def test_sigkill_loses_at_most_the_last_seconds_of_the_recording(client, tmp_path):
+    config = tmp_path / "record.yaml"
+    config.write_text(f"recording: {{folder: {tmp_path / 'sessions'}, flush_s: 1.0}}\n")
+    process = launch(client, "--config", str(config))
+    try:
+        played = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 4.0:
+            client.play([60 + played % 12], note_s=0.05, gap_s=0.02)
+            played += 1
+        time.sleep(1.5)  # a flush happens after the last note
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    sessions = list((tmp_path / "sessions").glob("*.mid"))
+    assert len(sessions) == 1
+    player_track = mido.MidiFile(sessions[0]).tracks[0]
+    recorded = sum(1 for m in player_track if m.type == "note_on" and m.velocity > 0)
+    assert recorded == played
