@@ -42,8 +42,8 @@ IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", 
 class Backlog:
     """The engine thread's bounded input backlog. The callback's queue is drained into it before each
     message is handled, so a flood waits here, where the limit holds: beyond `limit`, the oldest
-    non-note message goes first, then the oldest note-on; note-offs are never dropped (a dropped
-    note-off could leave a passed-through note stuck). Drops are counted."""
+    non-note message goes first, and only when none is left the oldest note message. Drops are
+    counted. (A passed-through note whose note-off was shed is still released on the way out.)"""
 
     def __init__(self, limit: int = BACKLOG_LIMIT):
         self.limit = limit
@@ -60,12 +60,8 @@ class Backlog:
         (self.notes if is_note else self.others).append((self.sequence, raw))
         self.sequence += 1
         if len(self) > self.limit:
-            if self.others:
-                self.others.popleft()
-                self.dropped += 1
-            elif self.notes and self.notes[0][1].data[0] & 0xF0 == 0x90 and self.notes[0][1].data[-1] > 0:
-                self.notes.popleft()
-                self.dropped += 1
+            (self.others or self.notes).popleft()
+            self.dropped += 1
 
     def pop(self) -> RawInput | None:
         if self.notes and (not self.others or self.notes[0][0] < self.others[0][0]):
@@ -137,6 +133,8 @@ class Daemon:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Daemon":
+        # A clean slate: if an earlier improv was killed (SIGKILL) mid-note, its notes end now.
+        self.guard.release_all()
         if self.recorder is not None:
             self.recorder.start()
         self._thread.start()

@@ -168,6 +168,8 @@ class Engine:
             budget -= 1
             if self.answer_end_s is not None and self.decoder.time_s >= self.answer_end_s:
                 self._finish_answer()
+            if self.pending and self.pending[0].event.time_s <= now_s:
+                break  # a note is due now: send it first, generate the rest of the lookahead after
         out = []
         while self.pending and self.pending[0].event.time_s <= now_s:
             item = self.pending.popleft()

@@ -116,3 +116,10 @@ def test_a_model_without_or_with_a_foreign_vocabulary_is_refused(tmp_path):
     odd = tmp_path / "odd.onnx"
     onnx.save(graph, odd)
     assert_clean_error(improv("tokens", CHORALE, "--model", odd), "logits have 390 entries")
+
+
+def test_run_refuses_a_bad_setting_before_touching_any_port(tmp_path):
+    assert_clean_error(improv("run", "--temperature", "-1"), "sampling.temperature must be > 0, got -1.0")
+    config = tmp_path / "bad.yaml"
+    config.write_text("limits:\n  max_note_ms: 0\n")
+    assert_clean_error(improv("run", "--config", config), "limits.max_note_ms must be in range 10..600000, got 0")

@@ -94,3 +94,13 @@ def test_continuous_mode_plays_along(client):
     finally:
         stop_improv(process)
     assert not sounding_after(events + client.drain())
+
+
+def test_an_unknown_port_stops_the_start_with_one_clear_line(jack):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "improv.cli", "run", "--backend", "jack", "--no-record",
+                             "--in", "no-such-keyboard"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "no MIDI input port matches 'no-such-keyboard'" in result.stderr

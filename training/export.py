@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime = OnnxModel(out)
     facts["held_out"] = {name: evaluate(runtime, tokens, markov) for name, tokens in test_sets.items()}
     comparison = Path(args.checkpoint).with_name("comparison.json")
-    if comparison.exists():
-        facts["comparison"] = json.loads(comparison.read_text())
+    if comparison.exists():  # written by training.compare on the same validation tokens
+        facts["comparison"] = {**json.loads(comparison.read_text()),
+                               "stateful_bits_per_token": checkpoint["state"]["best_bits"]}
     for name, result in facts["held_out"].items():
         print(f"test ({name}): {json.dumps(result)}")
 
