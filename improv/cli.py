@@ -33,6 +33,7 @@ def cmd_generate(args) -> int:
     from improv import config as config_module
     from improv.events import DRUM_CHANNEL, NoteEvent
     from improv.midifile import read_messages, write_tracks
+    from improv.musicstats import note_stats
     from improv.offline import continue_performance
 
     config = config_module.load(args.config)
@@ -49,10 +50,14 @@ def cmd_generate(args) -> int:
     player = [NoteEvent(t, m.note, m.velocity if m.type == "note_on" else 0) for t, m in seed
               if m.type in ("note_on", "note_off") and m.channel != DRUM_CHANNEL]
     write_tracks(args.out, [("player", player), ("improv", continuation)])
-    onsets = [e for e in continuation if e.is_on]
-    span = (onsets[-1].time_s - onsets[0].time_s) if onsets else 0.0
-    print(f"wrote {args.out}: seed {sum(e.is_on for e in player)} notes, "
-          f"continuation {len(onsets)} notes over {span:.1f} s")
+    stats = note_stats(continuation)
+    print(f"wrote {args.out}: seed {sum(e.is_on for e in player)} notes (median pitch "
+          f"{note_stats(player).get('median_pitch')}), continuation {stats['notes']} notes")
+    if stats["notes"]:
+        print(f"continuation: pitches {stats['lowest']}..{stats['highest']} (median {stats['median_pitch']}, "
+              f"{stats['distinct_pitches']} distinct), {stats['onsets_per_s']} onsets/s with "
+              f"{stats['distinct_onset_intervals']} distinct intervals, longest silence {stats['longest_silence_s']} s, "
+              f"longest one-pitch run {stats['longest_one_pitch_run']}")
     return 0
 
 
