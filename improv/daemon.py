@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -39,15 +40,23 @@ IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", 
                            "song_select", "tune_request", "quarter_frame", "reset"})
 
 
+def _keep_last(data: list[int]) -> bool:
+    """Notes, the pedal and panics: shed only when nothing else is left to shed."""
+    if not data:
+        return False
+    kind = data[0] & 0xF0
+    return kind in (0x80, 0x90) or (kind == 0xB0 and len(data) > 1 and data[1] in (CC_SUSTAIN, 120, CC_ALL_NOTES_OFF))
+
+
 class Backlog:
     """The engine thread's bounded input backlog. The callback's queue is drained into it before each
     message is handled, so a flood waits here, where the limit holds: beyond `limit`, the oldest
-    non-note message goes first, and only when none is left the oldest note message. Drops are
+    other message goes first, and only when none is left the oldest note, pedal or panic message. Drops are
     counted. (A passed-through note whose note-off was shed is still released on the way out.)"""
 
     def __init__(self, limit: int = BACKLOG_LIMIT):
         self.limit = limit
-        self.notes: deque[tuple[int, RawInput]] = deque()
+        self.notes: deque[tuple[int, RawInput]] = deque()  # notes, pedal and panic messages
         self.others: deque[tuple[int, RawInput]] = deque()
         self.sequence = 0
         self.dropped = 0
@@ -56,8 +65,7 @@ class Backlog:
         return len(self.notes) + len(self.others)
 
     def push(self, raw: RawInput) -> None:
-        is_note = bool(raw.data) and raw.data[0] & 0xE0 == 0x80  # 0x8n note-off or 0x9n note-on
-        (self.notes if is_note else self.others).append((self.sequence, raw))
+        (self.notes if _keep_last(raw.data) else self.others).append((self.sequence, raw))
         self.sequence += 1
         if len(self) > self.limit:
             (self.others or self.notes).popleft()
@@ -80,16 +88,16 @@ class OutputGuard:
         self.failed = False
 
     def send(self, data: list[int]) -> bool:
-        status, kind = data[0] & 0x0F, data[0] & 0xF0
+        channel, kind = data[0] & 0x0F, data[0] & 0xF0
         if kind == 0x90 and data[2] > 0:
-            self.sounding.add((status, data[1]))
-        elif kind in (0x80, 0x90):
-            self.sounding.discard((status, data[1]))
+            self.sounding.add((channel, data[1]))  # tracked before sending: it may sound even if send fails
         if self.port is None:
             return False  # no output port right now: it is reconnected when it comes back
         try:
             self.port.send(data)
             self.failed = False
+            if kind in (0x80, 0x90) and not (kind == 0x90 and data[2] > 0):
+                self.sounding.discard((channel, data[1]))  # forgotten only once its note-off went out
             return True
         except PortError as err:
             if not self.failed:
@@ -133,6 +141,8 @@ class Daemon:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Daemon":
+        # The MIDI callback and the engine share the GIL: hand it over every 1 ms, not every 5 ms.
+        sys.setswitchinterval(0.001)
         # A clean slate: if an earlier improv was killed (SIGKILL) mid-note, its notes end now.
         self.guard.release_all()
         if self.recorder is not None:
@@ -239,11 +249,12 @@ class Daemon:
             self.engine.panic(now)
             self.guard.release_all()
             return
+        before = (self.config.engine.enabled, self.config.engine.mode)
         changed = apply_control(self.config, control, value)
         if changed is None:
             return
         log.info("CC %d = %d: %s -> %s", control, value, *changed)
-        if changed[0] in ("engine.enabled", "engine.mode"):
+        if (self.config.engine.enabled, self.config.engine.mode) != before:
             self._send(self.engine.panic(now), now)
 
     def _send(self, events: list[NoteEvent], now: float) -> None:
@@ -263,6 +274,7 @@ class Daemon:
             self.input.close()
             self.input = None
             self._send(self.engine.panic(now), now)
+            self.guard.release_all()  # passed-through notes will never get their note-offs now
         if self.output is not None and not self.output.still_connected():
             log.error("output port %s went away; improv keeps running and reconnects when it is back", self.output.name)
             self.engine.panic(now)

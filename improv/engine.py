@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from improv.config import Config
-from improv.events import Decoder, Encoder, NoteEvent
+from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent
 from improv.sampling import MaskBuilder, sample
 
 MAX_TOKENS_PER_POLL = 512  # a model that never advances time cannot hold the engine
@@ -123,19 +123,26 @@ class Engine:
     def on_player(self, now_s: float, msg) -> list[NoteEvent]:
         """A message from the player (already filtered by channel). Returns events to send now."""
         kind = getattr(msg, "type", None)
+        if getattr(msg, "channel", 0) == DRUM_CHANNEL and kind in ("note_on", "note_off"):
+            return []  # drums are not pitches: the model does not hear them
         if kind == "note_on" and msg.velocity > 0:
             self.keys_down.add(msg.note)
             self.notes_in += 1
         elif kind in ("note_on", "note_off"):
             self.keys_down.discard(msg.note)
-        if not self.encoder.copy().feed(now_s, msg):
-            # Nothing the model hears (pedal down, an unmatched note-off, an unmodelled controller):
-            # no interruption, but the encoders (live and committed) keep what it changed.
+        if not self.encoder.copy().feed(now_s, msg) and not self.committed.encoder.copy().feed(now_s, msg):
+            # Nothing the model hears (pedal down, a key up under the pedal, an unmodelled controller):
+            # no interruption, but every encoder a rollback could return to keeps what it changed.
             self.encoder.feed(now_s, msg)
-            if self.committed.encoder is not self.encoder:
-                self.committed.encoder.feed(now_s, msg)
+            for checkpoint in {id(c): c for c in [self.committed, *(p.checkpoint for p in self.pending)]}.values():
+                checkpoint.encoder.feed(now_s, msg)
             return []
         out = self._interrupt(now_s)
+        if kind == "note_on" and msg.velocity > 0 and msg.note in self.sent:
+            # The player strikes a key improv is sounding: improv's note ends here, heard as such.
+            self.sent.pop(msg.note)
+            self.decoder.sounding.pop(msg.note, None)
+            out.append(NoteEvent(now_s, msg.note, 0))
         self._feed_heard(self.encoder.feed(now_s, msg))
         self.last_player_s = now_s
         if kind == "note_on" and msg.velocity > 0:
@@ -168,8 +175,8 @@ class Engine:
             budget -= 1
             if self.answer_end_s is not None and self.decoder.time_s >= self.answer_end_s:
                 self._finish_answer()
-            if self.pending and self.pending[0].event.time_s <= now_s:
-                break  # a note is due now: send it first, generate the rest of the lookahead after
+            if self.pending and self.pending[0].event.time_s <= now_s + self.step_s:
+                break  # a note is (nearly) due: send it first, generate the rest of the lookahead after
         out = []
         while self.pending and self.pending[0].event.time_s <= now_s:
             item = self.pending.popleft()
@@ -190,8 +197,9 @@ class Engine:
 
     def _waiting_to_answer(self) -> bool:
         engine = self.config.engine
+        # Keys held, or released but ringing under the pedal, mean the phrase is not over.
         return (engine.mode == "call-response" and engine.enabled and self.phrase_heard and not self.keys_down
-                and not self.answering and self.last_player_s is not None)
+                and not self.encoder.pedal_held and not self.answering and self.last_player_s is not None)
 
     def _answer_due(self, now_s: float) -> bool:
         return self._waiting_to_answer() and now_s >= self.last_player_s + self.config.engine.silence_ms / 1000 - 1e-9

@@ -1,20 +1,57 @@
 """Session recording: the player's and improv's notes, two tracks, rewritten safely every few seconds.
 
-The engine thread only appends to lists; a recorder thread writes the file (temporary file, then
-rename), so a crash loses at most `flush_s` seconds and the engine never waits on the disk.
+The engine thread only appends events to lists; a recorder thread encodes the new ones into each
+track's bytes (so a flush costs what arrived since the last one, not the whole session) and writes
+the file as a temporary file, then a rename. A crash loses at most `flush_s` seconds.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import os
+import struct
 import threading
 from pathlib import Path
 
 from improv.events import NoteEvent
-from improv.midifile import write_tracks
 
 log = logging.getLogger("improv")
+
+TICKS_PER_BEAT = 480
+TEMPO_US = 500_000  # 120 bpm: 960 ticks a second
+TICKS_PER_S = TICKS_PER_BEAT * 1_000_000 / TEMPO_US
+END_OF_TRACK = b"\x00\xff\x2f\x00"
+
+
+def _varlen(value: int) -> bytes:
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+class _Track:
+    """One track's bytes, grown as events arrive."""
+
+    def __init__(self, name: str, channel: int, tempo: bool):
+        encoded = name.encode("utf-8")[:120]
+        self.body = bytearray(b"\x00\xff\x03" + _varlen(len(encoded)) + encoded)
+        if tempo:
+            self.body += b"\x00\xff\x51\x03" + TEMPO_US.to_bytes(3, "big")
+        self.channel, self.last_tick, self.encoded = channel, 0, 0
+
+    def add(self, events: list[NoteEvent]) -> None:
+        for event in events:
+            tick = max(self.last_tick, round(max(event.time_s, 0.0) * TICKS_PER_S))
+            status = (0x90 if event.velocity > 0 else 0x80) | self.channel
+            self.body += _varlen(tick - self.last_tick) + bytes((status, event.pitch & 0x7F, event.velocity & 0x7F))
+            self.last_tick = tick
+
+    def chunk(self) -> bytes:
+        return b"MTrk" + struct.pack(">I", len(self.body) + len(END_OF_TRACK)) + bytes(self.body) + END_OF_TRACK
 
 
 class SessionRecorder:
@@ -23,10 +60,11 @@ class SessionRecorder:
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.path = self.folder / f"improv-session-{stamp}.mid"
-        self.flush_s, self.start_s, self.output_channel = flush_s, start_s, output_channel
+        self.flush_s, self.start_s = flush_s, start_s
         self.player_events: list[NoteEvent] = []
         self.improv_events: list[NoteEvent] = []
-        self._written = (0, 0)
+        self._tracks = [_Track("player", 0, tempo=True), _Track("improv", output_channel, tempo=False)]
+        self._flush_lock = threading.Lock()  # the recorder thread and close() may both flush
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="improv-recorder", daemon=True)
 
@@ -41,15 +79,22 @@ class SessionRecorder:
         self.improv_events.append(NoteEvent(time_s - self.start_s, event.pitch, event.velocity))
 
     def flush(self) -> None:
-        counts = (len(self.player_events), len(self.improv_events))
-        if counts == self._written:
-            return
-        player, improv = self.player_events[: counts[0]], self.improv_events[: counts[1]]
-        try:
-            write_tracks(self.path, [("player", player), ("improv", improv)], channels=[0, self.output_channel])
-            self._written = counts
-        except OSError as err:
-            log.error("cannot write the session recording %s: %s", self.path, err)
+        with self._flush_lock:
+            grew = False
+            for track, events in zip(self._tracks, (self.player_events, self.improv_events)):
+                count = len(events)  # appends after this are taken next time
+                if count > track.encoded:
+                    track.add(events[track.encoded : count])
+                    track.encoded, grew = count, True
+            if not grew and self.path.exists():
+                return
+            header = b"MThd" + struct.pack(">IHHH", 6, 1, len(self._tracks), TICKS_PER_BEAT)
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            try:
+                tmp.write_bytes(header + b"".join(track.chunk() for track in self._tracks))
+                os.replace(tmp, self.path)
+            except OSError as err:
+                log.error("cannot write the session recording %s: %s", self.path, err)
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_s):

@@ -133,3 +133,46 @@ def test_generate_continues_a_seed_through_the_same_engine(shipped_model):
     notes = pair_up(out)
     assert notes and min(on for _, on, _ in notes) >= seed[-1][0] + config.engine.silence_ms / 1000 - 0.006
     assert config == Config(), "the caller's config is not changed"
+
+
+class _Control:
+    """A sustain pedal message (CC 64)."""
+
+    type, control, channel = "control_change", 64, 0
+
+    def __init__(self, value):
+        self.value = value
+
+
+def test_call_response_waits_while_the_pedal_lets_the_phrase_ring(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__silence_ms=300)
+    messages = [(0.0, _Control(127)), (0.0, Msg("note_on", 60, 80)), (0.3, Msg("note_off", 60, 0)),
+                (2.0, _Control(0))]
+    out = perform(engine, clock, messages)
+    assert not [e for e in out if e.is_on], "improv answered while the phrase still rang under the pedal"
+    out = run_until(engine, clock, 4.0) + engine.stop(clock.now())
+    onsets = [e.time_s for e in out if e.is_on]
+    assert onsets and 2.3 - 0.006 <= onsets[0] <= 2.33
+
+
+def test_a_pedal_change_between_generated_notes_is_not_lost_on_rollback(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__mode="continuous", engine__lookahead_ms=400)
+    out = perform(engine, clock, [(0.0, _Control(127)), (0.0, Msg("note_on", 60, 80)), (0.2, _Control(0))])
+    out += run_until(engine, clock, 0.6)
+    out += engine.on_player(clock.now(), Msg("note_off", 60, 0))
+    heard = decode_tokens(engine.vocab, engine.history)
+    player_60 = [n for n in heard if n.pitch == 60 and n.onset_s == 0.0]
+    assert player_60 and abs(player_60[0].offset_s - 0.6) < 0.011, "the model did not hear the key go up"
+
+
+def test_a_key_struck_while_improv_sounds_it_ends_improvs_note(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__mode="continuous", limits__max_note_ms=4000)
+    out = perform(engine, clock, [(0.0, Msg("note_on", 40, 80)), (0.1, Msg("note_off", 40, 0))])
+    for _ in range(200):
+        out += run_until(engine, clock, clock.now() + 0.05)
+        if engine.sent:
+            break
+    pitch = next(iter(engine.sent))
+    released = engine.on_player(clock.now(), Msg("note_on", pitch, 80))
+    assert (pitch, False) in [(e.pitch, e.is_on) for e in released]
+    assert pitch not in engine.sent and pitch not in engine.decoder.sounding
