@@ -104,3 +104,51 @@ def test_an_unknown_port_stops_the_start_with_one_clear_line(jack):
                              "--in", "no-such-keyboard"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "no MIDI input port matches 'no-such-keyboard'" in result.stderr
+
+
+def test_routing_channels_pass_through_and_live_controls(client):
+    process = run_improv(client, "--config", "tests/data/routing.yaml")
+    try:
+        client.send(0x91, 62, 90)  # channel 2: filtered out, neither echoed nor answered
+        time.sleep(0.1)
+        client.send(0x81, 62, 0)
+        time.sleep(SILENCE_MS / 1000 + 0.6)
+        assert client.drain() == []
+        client.play([60, 64])  # channel 1: echoed as played, answered on channel 3
+        time.sleep(SILENCE_MS / 1000 + 1.5)
+        events = client.drain()
+        assert [m for _, m in events][:2] == [[0x90, 60, 90], [0x80, 60, 0]]
+        answer = [m for m in note_ons(events) if m[1][0] & 0x0F != 0]
+        assert answer and all(m[0] == 0x92 for _, m in answer)
+        client.send(0xB0, 24, 0)  # CC 24 below 64: improv off, it only listens
+        time.sleep(0.1)
+        client.play([60, 64])
+        time.sleep(SILENCE_MS / 1000 + 1.0)
+        assert not [m for _, m in note_ons(client.drain()) if m[0] == 0x92]
+        client.send(0xB0, 24, 127)  # and on again
+        client.play([60, 64])
+        time.sleep(SILENCE_MS / 1000 + 1.0)
+        assert [m for _, m in note_ons(client.drain()) if m[0] == 0x92]
+    finally:
+        stop_improv(process)
+
+
+def test_improv_play_sends_a_file_in_real_time(jack):
+    import subprocess
+    import sys
+
+    from conftest import CHORALE
+
+    synth = ProbeClient("jack", "listener").open_virtual()
+    try:
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "improv.cli", "play", str(CHORALE), "--out", "listener-synth",
+                                 "--backend", "jack"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        events = synth.drain()
+        ons = note_ons(events)
+        assert len(ons) == 163 and not sounding_after(events)
+        assert ons[-1][0] - ons[0][0] > 20  # the chorale lasts about 23 s and is played in time
+        assert ons[0][0] >= started
+    finally:
+        synth.close()
