@@ -152,7 +152,7 @@ def cmd_play(args) -> int:
     import signal
     import time
 
-    from improv.daemon import OutputGuard
+    from improv.daemon import OUTPUT_DRAIN_S, OutputGuard
     from improv.midifile import read_messages
     from improv.ports import OutputPort, choose_backend
 
@@ -175,6 +175,7 @@ def cmd_play(args) -> int:
         pass
     finally:
         guard.release_all()
+        time.sleep(OUTPUT_DRAIN_S)
         port.close()
         signal.signal(signal.SIGTERM, previous)
     return 0

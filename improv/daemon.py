@@ -32,6 +32,7 @@ MIN_WAIT_S = 0.0005  # never spin: a deadline already due still yields this long
 PORT_CHECK_S = 1.0
 BACKLOG_LIMIT = 1024  # input messages waiting for the engine; beyond this the flood is shed
 STATUS_INTERVAL_S = 0.5
+OUTPUT_DRAIN_S = 0.1  # after the last note-offs, before the output port closes
 _STOP = object()
 # Fault injection for the reliability tests: IMPROV_INJECT_FAULT=engine makes the engine raise once,
 # on the first player note-on that lands while improv is sounding notes.
@@ -300,6 +301,7 @@ class Daemon:
         except Exception:
             log.exception("engine error while stopping")
         self.guard.release_all()
+        time.sleep(OUTPUT_DRAIN_S)  # JACK sends queued messages on its next cycles: let them leave
         for port in (self.input, self.output):
             if port is not None:
                 port.close()

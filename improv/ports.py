@@ -137,34 +137,31 @@ class RawInput:
     data: list[int]
 
 
-class InputPort:
-    """A MIDI input whose callback only timestamps and enqueues (see the module docstring)."""
+class _Port:
+    """One rtmidi client with one port: virtual ("CLIENT-in:in") or connected to an existing port by name."""
 
-    def __init__(self, backend: str, client_name: str, port: str | None, enqueue: Callable[[RawInput], None],
-                 clock: Callable[[], float] = time.monotonic):
+    direction = ""  # "in" or "out"
+
+    def __init__(self, backend: str, client_name: str, port: str | None):
         rtmidi = _rtmidi()
+        kind, label = (rtmidi.MidiIn, "input") if self.direction == "in" else (rtmidi.MidiOut, "output")
         try:
             with _quiet_stderr():
-                self._rt = rtmidi.MidiIn(rtapi=_api_constants()[backend], name=f"{client_name}-in")
+                self._rt = kind(rtapi=_api_constants()[backend], name=f"{client_name}-{self.direction}")
         except (rtmidi.RtMidiError, SystemError) as err:
-            raise PortError(f"cannot open a MIDI input on {backend}: {err}; {_help(backend)}") from err
-        self._rt.ignore_types(sysex=True, timing=True, active_sense=True)  # dropped by rtmidi, before Python
+            raise PortError(f"cannot open a MIDI {label} on {backend}: {err}; {_help(backend)}") from err
         if port is None:
             if backend == "winmm":
-                raise PortError("Windows has no virtual MIDI ports: install a loopback driver (loopMIDI) and "
-                                "connect to it by name with --in")
-            self._rt.open_virtual_port("in")
-            self.name = f"{client_name}-in:in"
+                raise PortError(f"Windows has no virtual MIDI ports: install a loopback driver (loopMIDI) and "
+                                f"connect to it by name with --{self.direction}")
+            self._rt.open_virtual_port(self.direction)
+            self.name = f"{client_name}-{self.direction}:{self.direction}"
         else:
-            index = find_port(port, self._rt.get_ports(), "input")
-            self.name = self._rt.get_ports()[index]
+            available = self._rt.get_ports()
+            index = find_port(port, available, label)
+            self.name = available[index]
             self._rt.open_port(index)
         self.wanted = port
-
-        def callback(event, _data, enqueue=enqueue, clock=clock, raw=RawInput):
-            enqueue(raw(clock(), event[0]))
-
-        self._rt.set_callback(callback)
 
     def still_connected(self) -> bool:
         """For a port connected by name: is the port still there?"""
@@ -177,49 +174,36 @@ class InputPort:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._rt.cancel_callback()
+            if self.direction == "in":
+                self._rt.cancel_callback()
             self._rt.close_port()
             self._rt.delete()
 
 
-class OutputPort:
-    def __init__(self, backend: str, client_name: str, port: str | None):
-        rtmidi = _rtmidi()
-        try:
-            with _quiet_stderr():
-                self._rt = rtmidi.MidiOut(rtapi=_api_constants()[backend], name=f"{client_name}-out")
-        except (rtmidi.RtMidiError, SystemError) as err:
-            raise PortError(f"cannot open a MIDI output on {backend}: {err}; {_help(backend)}") from err
-        if port is None:
-            if backend == "winmm":
-                raise PortError("Windows has no virtual MIDI ports: install a loopback driver (loopMIDI) and "
-                                "connect to it by name with --out")
-            self._rt.open_virtual_port("out")
-            self.name = f"{client_name}-out:out"
-        else:
-            index = find_port(port, self._rt.get_ports(), "output")
-            self.name = self._rt.get_ports()[index]
-            self._rt.open_port(index)
-        self.wanted = port
+class InputPort(_Port):
+    """A MIDI input whose callback only timestamps and enqueues (see the module docstring)."""
+
+    direction = "in"
+
+    def __init__(self, backend: str, client_name: str, port: str | None, enqueue: Callable[[RawInput], None],
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__(backend, client_name, port)
+        self._rt.ignore_types(sysex=True, timing=True, active_sense=True)  # dropped by rtmidi, before Python
+
+        def callback(event, _data, enqueue=enqueue, clock=clock, raw=RawInput):
+            enqueue(raw(clock(), event[0]))
+
+        self._rt.set_callback(callback)
+
+
+class OutputPort(_Port):
+    direction = "out"
 
     def send(self, data: list[int]) -> None:
         try:
             self._rt.send_message(data)
         except Exception as err:  # rtmidi raises its own types; the caller decides what a lost port means
             raise PortError(f"cannot send to {self.name}: {err}") from err
-
-    def still_connected(self) -> bool:
-        if self.wanted is None:
-            return True
-        try:
-            return self.name in self._rt.get_ports()
-        except Exception:
-            return False
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._rt.close_port()
-            self._rt.delete()
 
 
 class ProbeClient:

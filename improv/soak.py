@@ -48,10 +48,11 @@ def play_phrase(client: ProbeClient, rng: random.Random) -> float:
     return first
 
 
-def soak(minutes: float, seed: int = 0) -> dict:
+def soak(minutes: float, model: str | None = None, seed: int = 0) -> dict:
     rng = random.Random(seed)
+    model_args = ["--model", model] if model else []
     daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", "jack", "--no-record",
-                               "--mode", "continuous", "--response-ms", str(PLAY_ON_MS)],
+                               "--mode", "continuous", "--response-ms", str(PLAY_ON_MS), *model_args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = ProbeClient("jack", "soak")
     samples: list[tuple[float, float]] = []  # (elapsed s, reaction ms)
@@ -91,7 +92,7 @@ def soak(minutes: float, seed: int = 0) -> dict:
     first_rss = [m for t, m in rss if t < window_s]
     last_rss = [m for t, m in rss if t >= total_s - window_s]
     return {
-        "minutes": minutes, "phrases": phrases, "exit_code": daemon.returncode,
+        "minutes": minutes, "model": model or "shipped", "phrases": phrases, "exit_code": daemon.returncode,
         "stuck_notes": len(sounding_after(events)),
         "rss_first_mib": round(float(np.median(first_rss)), 1) if first_rss else None,
         "rss_last_mib": round(float(np.median(last_rss)), 1) if last_rss else None,
@@ -107,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--start-jack", action="store_true", help="start a private JACK server if none runs")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--model", help="an exported .onnx (default: the shipped model)")
     args = parser.parse_args(argv)
     jack = start_private_jack() if (args.start_jack and not jack_running()) else None
     if not jack_running():
         print("improv soak: error: no JACK server runs; start one or pass --start-jack", file=sys.stderr)
         return 1
     try:
-        result = soak(args.minutes)
+        result = soak(args.minutes, args.model)
     finally:
         if jack is not None:
             jack.terminate()

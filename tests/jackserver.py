@@ -77,6 +77,17 @@ class JackServer:
         self.log.close()
 
 
+def launch_improv(client, *args: str, env=None) -> subprocess.Popen:
+    """improv run as a real process, with `client` (an improv.ports.ProbeClient) connected to its ports."""
+    process = start_improv(*args, env=env)
+    try:
+        client.connect()
+    except Exception:
+        process.kill()
+        raise AssertionError(f"improv did not start: {process.communicate()[1][-2000:]}")
+    return process
+
+
 def start_improv(*args: str, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", "jack", *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

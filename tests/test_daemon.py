@@ -6,7 +6,7 @@ import time
 import pytest
 
 from improv.ports import ProbeClient, note_ons, sounding_after
-from jackserver import start_improv, stop_improv
+from jackserver import launch_improv, stop_improv
 
 pytestmark = pytest.mark.jack
 SILENCE_MS = 300
@@ -21,13 +21,7 @@ def client(jack):
 
 
 def run_improv(client, *args):
-    process = start_improv("--no-record", "--silence-ms", str(SILENCE_MS), *args)
-    try:
-        client.connect()
-    except AssertionError:
-        process.kill()
-        raise AssertionError(f"improv did not start: {process.communicate()[1][-2000:]}")
-    return process
+    return launch_improv(client, "--no-record", "--silence-ms", str(SILENCE_MS), *args)
 
 
 def test_call_and_response_answers_after_the_silence_and_releases_every_note(client):

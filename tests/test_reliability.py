@@ -10,7 +10,7 @@ import mido
 import pytest
 
 from improv.ports import ProbeClient, note_ons, sounding_after
-from jackserver import start_improv, stop_improv
+from jackserver import launch_improv, start_improv, stop_improv
 
 pytestmark = pytest.mark.jack
 SILENCE_MS = 250
@@ -42,13 +42,7 @@ def client(jack):
 
 
 def launch(client, *args, env=None):
-    process = start_improv("--silence-ms", str(SILENCE_MS), *args, env=env)
-    try:
-        client.connect()
-    except Exception:
-        process.kill()
-        raise AssertionError(f"improv did not start: {process.communicate()[1][-2000:]}")
-    return process
+    return launch_improv(client, "--silence-ms", str(SILENCE_MS), *args, env=env)
 
 
 def test_a_storm_of_malformed_traffic_leaves_improv_up_bounded_and_answering(client):
