@@ -149,7 +149,7 @@ class Engine:
             self.phrase_heard = True
         if self.config.engine.mode == "continuous" and self.config.engine.enabled:
             # From silence, improv comes in at once; once playing, it keeps its own time.
-            self.onset_now = not self.answering and not self.sent
+            self.onset_now = self.onset_now or (not self.answering and not self.sent)
             self.answering = True
             self.answer_end_s = now_s + self.config.engine.response_ms / 1000
         self.committed = self._checkpoint()

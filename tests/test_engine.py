@@ -176,3 +176,11 @@ def test_a_key_struck_while_improv_sounds_it_ends_improvs_note(shipped_model):
     released = engine.on_player(clock.now(), Msg("note_on", pitch, 80))
     assert (pitch, False) in [(e.pitch, e.is_on) for e in released]
     assert pitch not in engine.sent and pitch not in engine.decoder.sounding
+
+
+def test_continuous_mode_comes_in_at_once_even_on_a_chord(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__mode="continuous")
+    chord = [(1.0, Msg("note_on", p, 80)) for p in (60, 64, 67)]
+    out = perform(engine, clock, chord) + run_until(engine, clock, 1.2)
+    onsets = [e.time_s for e in out if e.is_on]
+    assert onsets and onsets[0] <= 1.0 + 0.011, onsets[:3]
