@@ -12,21 +12,21 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
     """One token id from `logits` (V,). `allowed` is a boolean mask; at least one must be True.
 
     temperature -> 0 approaches argmax; top_p keeps the smallest set of tokens whose probability
-    reaches top_p (1.0 keeps all).
+    reaches top_p (1.0 keeps all). Float32 and unnormalised weights throughout: this runs once a
+    token on the live path, so it makes as few numpy calls as it can.
     """
-    scores = logits.astype(np.float64) / max(temperature, 1e-6)
-    if allowed is not None:
-        scores = np.where(allowed, scores, -np.inf)
-    scores -= scores.max()
-    probs = np.exp(scores)
-    probs /= probs.sum()
-    if top_p < 1.0:
-        order = np.argsort(-probs)
-        cumulative = np.cumsum(probs[order])
-        keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
-        kept = probs[keep]
-        return int(keep[np.searchsorted(np.cumsum(kept), rng.random() * kept.sum())])
-    return int(min(np.searchsorted(np.cumsum(probs), rng.random()), len(probs) - 1))
+    weights = np.where(allowed, logits, -np.inf) if allowed is not None else logits.astype(np.float32)
+    weights *= np.float32(1.0 / max(temperature, 1e-6))
+    weights -= weights.max()
+    np.exp(weights, out=weights)  # unnormalised probabilities; masked tokens weigh 0
+    if top_p >= 1.0:
+        cumulative = np.cumsum(weights)
+        return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    order = np.argsort(weights)[::-1]
+    cumulative = np.cumsum(weights[order])
+    cut = int(np.searchsorted(cumulative, top_p * cumulative[-1]))  # the nucleus is order[: cut + 1]
+    pick = int(np.searchsorted(cumulative[: cut + 1], rng.random() * cumulative[cut], side="right"))
+    return int(order[min(pick, cut)])
 
 
 class MaskBuilder:
