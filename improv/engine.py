@@ -107,6 +107,10 @@ class Engine:
         if self.encoder.velocity_bin is not None:
             self.decoder.velocity = self.vocab.bin_to_velocity(self.encoder.velocity_bin)
 
+    def _align_decoder(self, time_s: float) -> None:
+        """Generation continues from `time_s` exactly, not from the nearest 10 ms grid line."""
+        self.decoder.origin_s = time_s - self.decoder.cursor_steps * self.step_s
+
     def _release_sent(self, now_s: float) -> list[NoteEvent]:
         """Note-off now for every improv note sounding on the output; the model hears them."""
         events = []
@@ -144,6 +148,7 @@ class Engine:
             self.decoder.sounding.pop(msg.note, None)
             out.append(NoteEvent(now_s, msg.note, 0))
         self._feed_heard(self.encoder.feed(now_s, msg))
+        self._align_decoder(now_s)
         self.last_player_s = now_s
         if kind == "note_on" and msg.velocity > 0:
             self.phrase_heard = True
@@ -167,7 +172,7 @@ class Engine:
         """Start an answer when it is due, generate ahead, and return the events due by now."""
         engine = self.config.engine
         if self._answer_due(now_s):
-            self._start_answer(now_s)
+            self._start_answer()
         budget = MAX_TOKENS_PER_POLL
         horizon = now_s + engine.lookahead_ms / 1000
         while self.answering and self.decoder.time_s <= horizon + 1e-9 and budget > 0:
@@ -192,7 +197,7 @@ class Engine:
         if self.answering:
             candidates.append(self.decoder.time_s - self.config.engine.lookahead_ms / 1000)
         elif self._waiting_to_answer():
-            candidates.append(self.last_player_s + self.config.engine.silence_ms / 1000)
+            candidates.append(self._answer_start_s() - self.config.engine.lookahead_ms / 1000)
         return min(candidates) if candidates else None
 
     def _waiting_to_answer(self) -> bool:
@@ -201,14 +206,21 @@ class Engine:
         return (engine.mode == "call-response" and engine.enabled and self.phrase_heard and not self.keys_down
                 and not self.encoder.pedal_held and not self.answering and self.last_player_s is not None)
 
-    def _answer_due(self, now_s: float) -> bool:
-        return self._waiting_to_answer() and now_s >= self.last_player_s + self.config.engine.silence_ms / 1000 - 1e-9
+    def _answer_start_s(self) -> float:
+        return self.last_player_s + self.config.engine.silence_ms / 1000
 
-    def _start_answer(self, now_s: float) -> None:
-        self._feed_heard(self.encoder.advance_to(now_s))  # the silence is heard too
-        self.committed = self._checkpoint()
+    def _answer_due(self, now_s: float) -> bool:
+        """An answer is prepared a lookahead before it sounds, so its first note is on time."""
+        return self._waiting_to_answer() and now_s >= self._answer_start_s() - self.config.engine.lookahead_ms / 1000
+
+    def _start_answer(self) -> None:
+        """Begin generating the answer, speculatively: until its first note is sent, a key from the
+        player rolls it back (silence included) to the last thing actually heard."""
+        start_s = self._answer_start_s()
+        self._feed_heard(self.encoder.advance_to(start_s))  # the silence before the answer
+        self._align_decoder(start_s)
         self.phrase_heard, self.answering, self.onset_now = False, True, True
-        self.answer_end_s = now_s + self.config.engine.response_ms / 1000
+        self.answer_end_s = start_s + self.config.engine.response_ms / 1000
 
     def _finish_answer(self) -> None:
         for pitch in sorted(self.decoder.sounding):

@@ -74,9 +74,11 @@ def test_playing_over_an_answer_stops_it_and_the_model_heard_exactly_what_sounde
 
     # The model's context is exactly what was heard: player notes and improv's sent notes...
     heard = decode_tokens(engine.vocab, engine.history)
-    improv_heard = sorted((n.pitch, round(n.onset_s, 2)) for n in heard if n.onset_s >= answer_start - 0.006)
-    improv_sent = sorted((p, round(on, 2)) for p, on, _ in sent)
-    assert improv_heard == sorted(improv_sent + [(72, round(interrupt_s, 2))])
+    # (the model hears times on its 10 ms grid; improv plays them at exact times: within 5 ms)
+    improv_heard = sorted((n.pitch, n.onset_s) for n in heard if n.onset_s >= answer_start - 0.006)
+    expected = sorted([(p, on) for p, on, _ in sent] + [(72, interrupt_s)])
+    assert [p for p, _ in improv_heard] == [p for p, _ in expected]
+    assert all(abs(a - b) <= 0.0051 for (_, a), (_, b) in zip(improv_heard, expected)), (improv_heard, expected)
     # ...and its state is that of a fresh model fed exactly those tokens.
     expected_h, expected_c = fresh_state(shipped_model, engine.history)
     h, c = shipped_model.snapshot()
