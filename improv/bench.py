@@ -203,6 +203,34 @@ def _proc_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _idle_cpu_percent(pid: int, seconds: float = 5.0) -> float:
+    cpu_before, started = _proc_cpu_s(pid), time.monotonic()
+    time.sleep(seconds)
+    return round(100 * (_proc_cpu_s(pid) - cpu_before) / (time.monotonic() - started), 3)
+
+
+JACK_FLOOR_SCRIPT = """
+import time, rtmidi
+api = rtmidi.API_UNIX_JACK
+midi_in, midi_out = rtmidi.MidiIn(rtapi=api, name="floor-in"), rtmidi.MidiOut(rtapi=api, name="floor-out")
+midi_in.open_virtual_port("in"); midi_out.open_virtual_port("out")
+time.sleep(60)
+"""
+
+
+def jack_client_floor_cpu() -> float:
+    """Idle CPU of a process that only holds an rtmidi input and output open under JACK: each JACK
+    client is woken every period, so this is the floor under any JACK MIDI program's idle CPU."""
+    process = subprocess.Popen([sys.executable, "-c", JACK_FLOOR_SCRIPT], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        return _idle_cpu_percent(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+
+
 def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
     """Reaction of `improv run` as a client sees it, in both modes; idle CPU and RSS of the daemon."""
     from improv.ports import ProbeClient, note_ons
@@ -218,10 +246,7 @@ def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
             client.connect()
             if mode == "call-response":
                 time.sleep(1.0)
-                cpu_before, idle_started = _proc_cpu_s(daemon.pid), time.monotonic()
-                time.sleep(5.0)
-                results["idle_cpu_percent"] = round(100 * (_proc_cpu_s(daemon.pid) - cpu_before)
-                                                    / (time.monotonic() - idle_started), 3)
+                results["idle_cpu_percent"] = _idle_cpu_percent(daemon.pid)
             reactions = []
             for i in range(phrases):
                 if mode == "call-response":
@@ -254,6 +279,7 @@ def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
             except subprocess.TimeoutExpired:
                 daemon.kill()
     results["jack_period_ms"] = round(JACK_PERIOD_FRAMES / JACK_RATE * 1000, 3)
+    results["jack_client_floor_cpu_percent"] = jack_client_floor_cpu()
     return results
 
 
@@ -273,7 +299,7 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
         "weights_mib": round(weights / 2**20, 2), "bandwidth_gbs": round(bandwidth, 1),
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
         "reaction_ms": None, "answer_after_silence_ms": None, "jack_period_ms": None,
-        "idle_cpu_percent": None, "rss_mib": None, "cpus": os.cpu_count(),
+        "idle_cpu_percent": None, "jack_client_floor_cpu_percent": None, "rss_mib": None, "cpus": os.cpu_count(),
     }
     jack = None
     if not jack_running() and start_jack:
@@ -303,7 +329,8 @@ def render(result: dict) -> str:
         f"JACK period             {result['jack_period_ms']} ms",
         f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')}",
         f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",
-        f"idle daemon             {result['idle_cpu_percent']} % of a core, {result['rss_mib']} MiB resident",
+        f"idle daemon             {result['idle_cpu_percent']} % of a core, {result['rss_mib']} MiB resident "
+        f"(a bare rtmidi JACK in+out pair idles at {result['jack_client_floor_cpu_percent']} %)",
     ]
     return "\n".join(lines)
 

@@ -1,0 +1,33 @@
+"""improv bench reports what it measured: the JSON shape and sanity, never the timings themselves."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+KEYS = {"step_us", "ort_run_us", "torch_step_us", "sampling_us", "weights_mib", "bandwidth_gbs",
+        "step_fraction_of_bandwidth", "reaction_ms", "jack_period_ms", "idle_cpu_percent", "rss_mib"}
+
+
+def check_percentiles(figures, keys=("p50", "p99")):
+    values = [figures[k] for k in keys]
+    assert all(v > 0 for v in values) and values == sorted(values), figures
+
+
+@pytest.mark.jack
+def test_bench_json_has_every_figure_positive_and_ordered(jack):
+    result = subprocess.run([sys.executable, "-m", "improv.cli", "bench", "--json", "--seconds", "0.3", "--phrases", "4"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert KEYS <= set(report)
+    check_percentiles(report["step_us"], ("p50", "p99", "p999"))
+    for key in ("ort_run_us", "sampling_us", "reaction_ms", "answer_after_silence_ms"):
+        check_percentiles(report[key])
+    if report["torch_step_us"] is not None:
+        check_percentiles(report["torch_step_us"])
+    assert report["weights_mib"] > 0 and report["bandwidth_gbs"] > 0 and report["step_fraction_of_bandwidth"] > 0
+    assert report["jack_period_ms"] == pytest.approx(64 / 48, abs=1e-3)
+    assert report["idle_cpu_percent"] >= 0 and report["rss_mib"] > 10
+    assert report["reaction_ms"]["n"] >= 1
