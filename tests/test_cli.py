@@ -123,3 +123,16 @@ def test_run_refuses_a_bad_setting_before_touching_any_port(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("limits:\n  max_note_ms: 0\n")
     assert_clean_error(improv("run", "--config", config), "limits.max_note_ms must be in range 10..600000, got 0")
+
+
+@pytest.mark.skipif(__import__("os").path.exists("/dev/snd/seq"), reason="this machine has an ALSA sequencer")
+def test_with_no_midi_system_one_line_says_what_to_start():
+    import os
+
+    env = {**os.environ, "JACK_DEFAULT_SERVER": "improv-no-such-server", "JACK_NO_START_SERVER": "1"}
+    result = subprocess.run([sys.executable, "-m", "improv.cli", "run", "--no-record"], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert_clean_error(result, "no MIDI system is available", "jackd")
+    result = subprocess.run([sys.executable, "-m", "improv.cli", "ports", "--backend", "alsa"], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert_clean_error(result, "MIDI backend 'alsa' is not available", "snd-seq")
