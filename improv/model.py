@@ -21,15 +21,18 @@ VOCAB_KEY = "improv.vocab"
 FACTS_KEY = "improv.facts"
 INPUTS = ("tokens", "h0", "c0")
 OUTPUTS = ("logits", "hn", "cn")
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "exported_models" / "improv-lstm.onnx"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "exported_models"
+# int8 first: it steps 2-3x faster here and its held-out loss moved by under 0.003 bits/token (see the card).
+SHIPPED_NAMES = ("improv-lstm.int8.onnx", "improv-lstm.onnx")
 
 
 def default_model_path() -> Path:
     """The shipped model: beside the package in a checkout, or where the wheel put it."""
-    if DEFAULT_MODEL.exists():
-        return DEFAULT_MODEL
-    packaged = Path(__file__).resolve().parent / "exported_models" / DEFAULT_MODEL.name
-    return packaged if packaged.exists() else DEFAULT_MODEL
+    for folder in (SHIPPED_DIR, Path(__file__).resolve().parent / "exported_models"):
+        for name in SHIPPED_NAMES:
+            if (folder / name).exists():
+                return folder / name
+    return SHIPPED_DIR / SHIPPED_NAMES[0]
 
 
 class OnnxModel:

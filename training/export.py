@@ -105,6 +105,11 @@ def write_card(path: Path, facts: dict, files: dict[str, int]) -> Path:
                        f"windowed BiLSTM (window {comparison['window']}, cannot be stepped live) "
                        f"{comparison['bilstm_bits_per_token']:.3f} bits/token ({comparison['note']})."
                        if comparison else "Not measured for this export (run `python -m training.compare`).")
+    int8 = facts.get("int8_held_out")
+    int8_text = ("int8 (onnxruntime dynamic quantization of the LSTM and MatMul weights, `NAME.int8.onnx`): "
+                 + "; ".join(f"{name} {r['model_bits_per_token']:.3f} bits/token, next-pitch accuracy "
+                             f"{r['next_pitch_accuracy']:.1%}" for name, r in int8.items())
+                 + ", on the same test pieces." if int8 else "No int8 model was exported (`--quantize int8`).")
     text = f"""# {path.name}
 
 A stateful event LSTM for improv: {model['layers']} layers of {model['hidden']}, embedding {model['embed_dim']},
@@ -122,6 +127,7 @@ per-note jitter.
 ## Training
 {facts['training']['steps']} steps of {facts['training']['batch_size']} windows × {facts['training']['seq_len']} tokens,
 {facts['training']['minutes']:.1f} minutes on a 2-core CPU (shared machine), AdamW, cosine learning rate.
+{facts['training']['note']}
 
 | epoch | step | train bits/token | validation bits/token | minutes |
 |---|---|---|---|---|
@@ -138,6 +144,8 @@ NOTE_ON, how often its pitch is the model's most probable NOTE_ON.
 |---|---|---|---|---|---|
 {rows}
 
+{int8_text}
+
 Windowed BiLSTM comparison: {comparison_text}
 
 ## Files
@@ -145,10 +153,11 @@ Windowed BiLSTM comparison: {comparison_text}
 
 ## Reproduce
 ```
-pip install '.[train]'
+pip install torch==2.13.0 -e '.[train]'
 python -m training.data --music21 {' '.join(data.get('collections', []))} --cache .cache/data
 python -m training.train --config {facts['training']['config_file']}
-python -m training.export --checkpoint {facts['training']['checkpoint']} --data .cache/data/dataset.npz --out {path.as_posix()}
+python -m training.compare --config {facts['training']['config_file']}
+python -m training.export --checkpoint {facts['training']['checkpoint']} --data .cache/data/dataset.npz --out {path.as_posix()} --quantize int8 --markov-copies 1
 ```
 
 ## License notes
@@ -172,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collections", nargs="*", default=[], help="music21 collections, for the card")
     parser.add_argument("--config-file", default="training/configs/default.yaml", help="for the card")
     parser.add_argument("--test-pieces", type=int, default=None, help="cap the held-out pieces (quick runs)")
+    parser.add_argument("--training-note", default="", help="a line on how the run went, for the card")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -188,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"source": args.source, "collections": args.collections, **dataset.summary()},
         "training": {"steps": checkpoint["state"]["step"], "batch_size": train_config["batch_size"],
                      "seq_len": train_config["seq_len"], "minutes": checkpoint["state"]["elapsed_s"] / 60,
-                     "history": history, "config_file": args.config_file, "checkpoint": args.checkpoint},
+                     "history": history, "config_file": args.config_file, "checkpoint": args.checkpoint,
+                     "note": args.training_note},
     }
     export_onnx(model, out, {VOCAB_KEY: vocab.to_json()})
     facts["agreement_max_abs"] = check_agreement(model, out, vocab)
