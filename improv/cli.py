@@ -152,7 +152,7 @@ def cmd_play(args) -> int:
     import signal
     import time
 
-    from improv.daemon import OUTPUT_DRAIN_S, OutputGuard
+    from improv.daemon import OUTPUT_DRAIN_S, PORT_SETTLE_S, OutputGuard
     from improv.midifile import read_messages
     from improv.ports import OutputPort, choose_backend
 
@@ -160,6 +160,7 @@ def cmd_play(args) -> int:
     backend = choose_backend(args.backend)
     port = OutputPort(backend, "improv-play", args.out)
     guard = OutputGuard(port, 0)
+    time.sleep(PORT_SETTLE_S)  # a new connection carries messages only from the next cycles on
     stop = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     started = time.monotonic()

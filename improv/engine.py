@@ -247,8 +247,12 @@ class Engine:
                 self.onset_now = False
 
     def _advance(self, steps: int) -> None:
-        """A generated time shift, split where a note reaches max_note_ms so it ends exactly then."""
+        """A generated time shift, split where a note reaches max_note_ms so it ends exactly then,
+        and cut where the answer reaches its length, where the engine then ends it."""
         max_note_s = self.config.limits.max_note_ms / 1000
+        if self.answer_end_s is not None and self.answering:
+            to_end = int(np.ceil((self.answer_end_s - self.decoder.time_s) / self.step_s - 1e-6))
+            steps = max(1, min(steps, to_end))
         while steps > 0:
             deadlines = [(onset + max_note_s, pitch) for pitch, onset in self.decoder.sounding.items()]
             deadline_s, pitch = min(deadlines, default=(None, None))

@@ -86,9 +86,14 @@ def test_playing_over_an_answer_stops_it_and_the_model_heard_exactly_what_sounde
 
 
 def fresh_state(model, tokens):
+    """The state of a fresh model stepped through `tokens` one at a time, as the live path steps.
+    (Stepping, not one sequence run: int8 models quantize activations per call.)"""
     saved = model.snapshot()
     model.reset()
-    _, state = model.run(np.array([tokens], dtype=np.int64))
+    for token in tokens:
+        model.step(token)
+    state = model.snapshot()
+    model.reset()
     model.restore(saved)
     return state
 
