@@ -137,6 +137,12 @@ def cmd_run(args) -> int:
         status.clear()
 
 
+def cmd_bench(args) -> int:
+    from improv import bench
+
+    return bench.main(args)
+
+
 def cmd_ports(args) -> int:
     from improv.ports import choose_backend, list_ports
 
@@ -234,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=5.0, help="scale of the in-process measurements")
     bench.add_argument("--phrases", type=int, default=50, help="phrases played through JACK per mode")
     bench.add_argument("--start-jack", action="store_true", help="start a private JACK server if none runs")
-    bench.set_defaults(run=lambda args: __import__("improv.bench", fromlist=["main"]).main(args))
+    bench.set_defaults(run=cmd_bench)
 
     play = commands.add_parser("play", help="play a MIDI file to a port in real time")
     play.add_argument("file")
