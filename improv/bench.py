@@ -9,7 +9,6 @@ its idle CPU and its resident memory.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -196,7 +195,7 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _proc_rss_mib(pid: int) -> float:
+def process_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -270,7 +269,7 @@ def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
                              "p99": round(float(np.percentile(values, 99)), 2), "n": len(reactions)}
                             if len(values) else None)
             if mode == "call-response":
-                results["rss_mib"] = round(_proc_rss_mib(daemon.pid), 1)
+                results["rss_mib"] = round(process_rss_mib(daemon.pid), 1)
         finally:
             client.close()
             daemon.send_signal(signal.SIGTERM)

@@ -158,9 +158,9 @@ def cmd_play(args) -> int:
     import signal
     import time
 
-    from improv.daemon import OUTPUT_DRAIN_S, PORT_SETTLE_S, OutputGuard
+    from improv.daemon import OUTPUT_DRAIN_S, OutputGuard
     from improv.midifile import read_messages
-    from improv.ports import OutputPort, choose_backend
+    from improv.ports import PORT_SETTLE_S, OutputPort, choose_backend
 
     messages = read_messages(args.file)
     backend = choose_backend(args.backend)

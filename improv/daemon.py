@@ -33,7 +33,6 @@ PORT_CHECK_S = 1.0
 BACKLOG_LIMIT = 1024  # input messages waiting for the engine; beyond this the flood is shed
 STATUS_INTERVAL_S = 0.5
 OUTPUT_DRAIN_S = 0.1  # after the last note-offs, before the output port closes
-PORT_SETTLE_S = 0.2  # after connecting to a port by name, before the first message
 _STOP = object()
 # Fault injection for the reliability tests: IMPROV_INJECT_FAULT=engine makes the engine raise once,
 # on the first player note-on that lands while improv is sounding notes.

@@ -87,11 +87,3 @@ def write_tracks(path: str | os.PathLike, tracks: Sequence[tuple[str, Sequence[N
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def notes_to_events(notes: Iterable[Note]) -> list[NoteEvent]:
-    events = []
-    for note in notes:
-        events.append(NoteEvent(note.onset_s, note.pitch, note.velocity))
-        events.append(NoteEvent(note.offset_s, note.pitch, 0))
-    return events

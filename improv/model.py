@@ -130,7 +130,3 @@ class OnnxModel:
         self.restore(state)
         self._logits[0, 0] = logits[0, -1]
         return self._logits[0, 0]
-
-    @property
-    def weight_bytes(self) -> int:
-        return self.path.stat().st_size

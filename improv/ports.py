@@ -28,6 +28,7 @@ CC_ALL_SOUND_OFF = 120
 CC_RESET_CONTROLLERS = 121
 CC_ALL_NOTES_OFF = 123
 CC_SUSTAIN = 64
+PORT_SETTLE_S = 0.2  # a new connection carries messages only from the next cycles on: wait before the first
 
 NO_MIDI_HELP = {
     "linux": "start the ALSA sequencer (sudo modprobe snd-seq) or a JACK server "
@@ -228,6 +229,7 @@ class ProbeClient:
             if outs and ins:
                 self.out.open_port(outs[0])
                 self.inp.open_port(ins[0])
+                time.sleep(PORT_SETTLE_S)
                 return
             time.sleep(0.05)
         raise PortError(f"ports {to_port}/{from_port} did not appear within {timeout_s} s")

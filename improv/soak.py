@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from improv.bench import _proc_rss_mib, jack_running, start_private_jack
+from improv.bench import process_rss_mib, jack_running, start_private_jack
 from improv.ports import ProbeClient, note_ons, sounding_after
 
 PLAY_ON_MS = 800  # improv stops this long after the player: pauses longer than this reset to silence
@@ -69,7 +69,7 @@ def soak(minutes: float, model: str | None = None, seed: int = 0) -> dict:
             ons = [t for t, _ in note_ons(client.pending()) if t >= first]
             if ons:
                 samples.append((elapsed, (ons[0] - first) * 1000))
-            rss.append((elapsed, _proc_rss_mib(daemon.pid)))
+            rss.append((elapsed, process_rss_mib(daemon.pid)))
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:

@@ -1,9 +1,7 @@
 """The engine on a virtual clock, with the shipped model: what a player would hear, checked."""
 
-import copy
 
 import numpy as np
-import pytest
 
 from improv.config import Config
 from improv.engine import Engine

@@ -4,22 +4,16 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 
 import mido
 import pytest
 
+from improv.bench import process_rss_mib
 from improv.ports import ProbeClient, note_ons, sounding_after
 from jackserver import launch_improv, start_improv, stop_improv
 
 pytestmark = pytest.mark.jack
 SILENCE_MS = 250
-
-
-def rss_mib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
 
 
 def answers(client, pitches=(60, 64, 67, 72)):
@@ -49,7 +43,7 @@ def test_a_storm_of_malformed_traffic_leaves_improv_up_bounded_and_answering(cli
     process = launch(client, "--no-record")
     try:
         assert answers(client)
-        rss_before = rss_mib(process.pid)
+        rss_before = process_rss_mib(process.pid)
         rng = random.Random(0)
         storm_end = time.monotonic() + 4.0
         sent = 0
@@ -81,7 +75,7 @@ def test_a_storm_of_malformed_traffic_leaves_improv_up_bounded_and_answering(cli
         time.sleep(1.0)
         assert process.poll() is None, "improv died in the storm"
         assert sent > 20000
-        assert rss_mib(process.pid) - rss_before < 30, "memory grew in the storm"
+        assert process_rss_mib(process.pid) - rss_before < 30, "memory grew in the storm"
         assert answers(client), "no normal answer after the storm"
     finally:
         code, stderr = stop_improv(process)
