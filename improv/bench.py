@@ -232,7 +232,7 @@ def jack_client_floor_cpu() -> float:
 
 def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
     """Reaction of `improv run` as a client sees it, in both modes; idle CPU and RSS of the daemon."""
-    from improv.ports import ProbeClient, note_ons
+    from improv.ports import ProbeClient, jack_period_ms, note_ons
 
     results: dict = {}
     for mode in ("call-response", "continuous"):
@@ -277,7 +277,8 @@ def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
                 daemon.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 daemon.kill()
-    results["jack_period_ms"] = round(JACK_PERIOD_FRAMES / JACK_RATE * 1000, 3)
+    period_ms = jack_period_ms()
+    results["jack_period_ms"] = round(period_ms, 3) if period_ms is not None else None
     results["jack_client_floor_cpu_percent"] = jack_client_floor_cpu()
     return results
 

@@ -7,6 +7,7 @@ thread handles signals and the status line. Every way out releases every soundin
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import queue
@@ -33,6 +34,7 @@ PORT_CHECK_S = 1.0
 BACKLOG_LIMIT = 1024  # input messages waiting for the engine; beyond this the flood is shed
 STATUS_INTERVAL_S = 0.5
 OUTPUT_DRAIN_S = 0.1  # after the last note-offs, before the output port closes
+CLOSE_TIMEOUT_S = 5.0  # closing the MIDI clients takes milliseconds; past this, exit anyway
 _STOP = object()
 # Fault injection for the reliability tests: IMPROV_INJECT_FAULT=engine makes the engine raise once,
 # on the first player note-on that lands while improv is sounding notes.
@@ -302,12 +304,18 @@ class Daemon:
             log.exception("engine error while stopping")
         self.guard.release_all()
         time.sleep(OUTPUT_DRAIN_S)  # JACK sends queued messages on its next cycles: let them leave
-        for port in (self.input, self.output):
-            if port is not None:
-                port.close()
         if self.recorder is not None:
             self.recorder.close()
             log.info("session recorded to %s", self.recorder.path)
+        # Every note is released and the take is saved: should closing a MIDI client ever hang,
+        # exit (with the threads' stacks on stderr) rather than never.
+        faulthandler.dump_traceback_later(CLOSE_TIMEOUT_S, exit=True)
+        try:
+            for port in (self.input, self.output):
+                if port is not None:
+                    port.close()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
     # -- status -----------------------------------------------------------------------------------
     def status_line(self) -> str:

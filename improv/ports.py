@@ -29,6 +29,7 @@ CC_RESET_CONTROLLERS = 121
 CC_ALL_NOTES_OFF = 123
 CC_SUSTAIN = 64
 PORT_SETTLE_S = 0.2  # a new connection carries messages only from the next cycles on: wait before the first
+CALLBACK_SETTLE_S = 0.05  # a few JACK periods: an input callback already waiting for the GIL gets it and ends
 
 NO_MIDI_HELP = {
     "linux": "start the ALSA sequencer (sudo modprobe snd-seq) or a JACK server "
@@ -93,6 +94,31 @@ def choose_backend(backend: str = "auto") -> str:
         if _works(_api_constants()[name]):
             return name
     raise PortError(f"no MIDI system is available: {NO_MIDI_HELP.get(sys.platform, 'start a JACK server')}")
+
+
+def jack_period_ms() -> float | None:
+    """The running JACK server's period (buffer size / sample rate) in ms, or None without one.
+    rtmidi does not expose it, so this asks libjack directly for the one figure."""
+    import ctypes
+    import ctypes.util
+
+    library = ctypes.util.find_library("jack")
+    if library is None:
+        return None
+    jack = ctypes.CDLL(library)
+    jack.jack_client_open.restype = ctypes.c_void_p
+    jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    for name in ("jack_get_buffer_size", "jack_get_sample_rate", "jack_client_close"):
+        getattr(jack, name).argtypes = [ctypes.c_void_p]
+    status = ctypes.c_int(0)
+    with _quiet_stderr():
+        client = jack.jack_client_open(b"improv-period", 0x01, ctypes.byref(status))  # JackNoStartServer
+    if not client:
+        return None
+    try:
+        return 1000.0 * jack.jack_get_buffer_size(client) / jack.jack_get_sample_rate(client)
+    finally:
+        jack.jack_client_close(client)
 
 
 def _help(backend: str) -> str:
@@ -174,11 +200,7 @@ class _Port:
             return False
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.direction == "in":
-                self._rt.cancel_callback()
-            self._rt.close_port()
-            self._rt.delete()
+        close_rtmidi(self._rt)
 
 
 class InputPort(_Port):
@@ -205,6 +227,25 @@ class OutputPort(_Port):
             self._rt.send_message(data)
         except Exception as err:  # rtmidi raises its own types; the caller decides what a lost port means
             raise PortError(f"cannot send to {self.name}: {err}") from err
+
+
+def close_rtmidi(port) -> None:
+    """Close an rtmidi port and its client without ever hanging the process.
+
+    Closing a JACK client cancels its process thread. If that thread is inside a Python input
+    callback waiting for the GIL, it dies holding the GIL's lock and the whole process hangs. So the
+    port is unregistered first (nothing new arrives; the callback stays), the GIL is let go long
+    enough for a callback already waiting to finish, and only then are the callback and the client
+    dropped."""
+    from rtmidi._rtmidi import MidiBase, MidiIn
+
+    with contextlib.suppress(Exception):
+        MidiBase.close_port(port)  # the base class's close keeps the callback, unlike MidiIn's
+    if isinstance(port, MidiIn):
+        time.sleep(CALLBACK_SETTLE_S)
+    with contextlib.suppress(Exception):
+        port.close_port()
+        port.delete()
 
 
 class ProbeClient:
@@ -265,9 +306,7 @@ class ProbeClient:
 
     def close(self) -> None:
         for port in (self.out, self.inp):
-            with contextlib.suppress(Exception):
-                port.close_port()
-                port.delete()
+            close_rtmidi(port)
 
 
 def note_ons(events: list[tuple[float, list[int]]]) -> list[tuple[float, list[int]]]:

@@ -1,5 +1,7 @@
-"""Shared fixtures: real MIDI files from music21's corpus and the shipped model."""
+"""Shared fixtures: real MIDI files from music21's corpus, the shipped model, a JACK server; and a
+second run for a port test that failed while JACK was missing cycles."""
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,11 @@ import pytest
 DATA = Path(__file__).parent / "data"
 CHORALE = DATA / "bach_bwv66.6.mid"  # J.S. Bach, BWV 66.6, written from music21's corpus
 EXPRESSIVE = DATA / "joplin_expressive_pedal.mid"  # Joplin, with velocities, timing jitter, two channels, pedal
+
+# A JACK cycle that a client misses (an xrun) loses or repeats that cycle's MIDI: the transport's
+# fault, not improv's. A port test that fails while the server logged xruns runs again, at most this
+# often; a failure with no xrun, or on the last run, stands. Each rerun is reported as a warning.
+XRUN_RERUNS = 2
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +30,32 @@ def jack():
     server = JackServer()
     yield server
     server.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if pyfuncitem.get_closest_marker("jack") is None:
+        return None
+    from jackserver import JackServer
+
+    from improv.ports import ProbeClient
+
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    for attempt in range(XRUN_RERUNS + 1):
+        xruns_before = JackServer.xruns_so_far()
+        try:
+            pyfuncitem.obj(**args)
+            return True
+        except AssertionError as failure:
+            missed = JackServer.xruns_so_far() - xruns_before
+            if missed == 0 or attempt == XRUN_RERUNS:
+                if missed:
+                    failure.add_note(f"JACK missed {missed} cycles (xruns) during run {attempt + 1} of {XRUN_RERUNS + 1}")
+                raise
+            first_line = next((line for line in str(failure).splitlines() if line.strip()), "")
+            warnings.warn(f"{pyfuncitem.name} failed while JACK missed {missed} cycles (xruns); running it "
+                          f"again: {first_line[:200]}", stacklevel=1)
+            for value in args.values():
+                if isinstance(value, ProbeClient):
+                    value.drain()
+    return True
