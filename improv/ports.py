@@ -29,7 +29,8 @@ CC_RESET_CONTROLLERS = 121
 CC_ALL_NOTES_OFF = 123
 CC_SUSTAIN = 64
 PORT_SETTLE_S = 0.2  # a new connection carries messages only from the next cycles on: wait before the first
-CALLBACK_SETTLE_S = 0.05  # a few JACK periods: an input callback already waiting for the GIL gets it and ends
+CALLBACK_SETTLE_S = 0.02  # no input callback for this long after the port is gone: the last has ended
+CALLBACK_DRAIN_LIMIT_S = 2.0
 
 NO_MIDI_HELP = {
     "linux": "start the ALSA sequencer (sudo modprobe snd-seq) or a JACK server "
@@ -213,10 +214,16 @@ class InputPort(_Port):
         super().__init__(backend, client_name, port)
         self._rt.ignore_types(sysex=True, timing=True, active_sense=True)  # dropped by rtmidi, before Python
 
-        def callback(event, _data, enqueue=enqueue, clock=clock, raw=RawInput):
+        self.callbacks = 0  # written by the callback only; read when closing
+
+        def callback(event, _data, enqueue=enqueue, clock=clock, raw=RawInput, port=self):
             enqueue(raw(clock(), event[0]))
+            port.callbacks += 1
 
         self._rt.set_callback(callback)
+
+    def close(self) -> None:
+        close_rtmidi(self._rt, lambda: self.callbacks)
 
 
 class OutputPort(_Port):
@@ -229,20 +236,25 @@ class OutputPort(_Port):
             raise PortError(f"cannot send to {self.name}: {err}") from err
 
 
-def close_rtmidi(port) -> None:
+def close_rtmidi(port, callbacks_so_far: Callable[[], int] | None = None) -> None:
     """Close an rtmidi port and its client without ever hanging the process.
 
     Closing a JACK client cancels its process thread. If that thread is inside a Python input
-    callback waiting for the GIL, it dies holding the GIL's lock and the whole process hangs. So the
-    port is unregistered first (nothing new arrives; the callback stays), the GIL is let go long
-    enough for a callback already waiting to finish, and only then are the callback and the client
-    dropped."""
-    from rtmidi._rtmidi import MidiBase, MidiIn
+    callback waiting for the GIL, it dies holding the GIL's lock and the whole process hangs (or
+    the callback runs on freed memory). So the port is unregistered first (nothing new arrives; the
+    callback stays), the GIL is let go until the callbacks already under way have finished (a busy
+    cycle can hold thousands), and only then are the callback and the client dropped."""
+    from rtmidi._rtmidi import MidiBase
 
     with contextlib.suppress(Exception):
         MidiBase.close_port(port)  # the base class's close keeps the callback, unlike MidiIn's
-    if isinstance(port, MidiIn):
-        time.sleep(CALLBACK_SETTLE_S)
+    if callbacks_so_far is not None:
+        deadline = time.monotonic() + CALLBACK_DRAIN_LIMIT_S
+        while time.monotonic() < deadline:
+            before = callbacks_so_far()
+            time.sleep(CALLBACK_SETTLE_S)
+            if callbacks_so_far() == before:
+                break
     with contextlib.suppress(Exception):
         port.close_port()
         port.delete()
@@ -305,8 +317,8 @@ class ProbeClient:
         return out
 
     def close(self) -> None:
-        for port in (self.out, self.inp):
-            close_rtmidi(port)
+        close_rtmidi(self.out)
+        close_rtmidi(self.inp, lambda: len(self.received))
 
 
 def note_ons(events: list[tuple[float, list[int]]]) -> list[tuple[float, list[int]]]:

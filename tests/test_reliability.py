@@ -159,3 +159,34 @@ def test_sigkill_loses_at_most_the_last_seconds_of_the_recording(client, tmp_pat
     player_track = mido.MidiFile(sessions[0]).tracks[0]
     recorded = sum(1 for m in player_track if m.type == "note_on" and m.velocity > 0)
     assert recorded == played
+
+
+CLOSE_UNDER_FLOOD = """
+import sys, threading, time
+from improv.ports import InputPort, ProbeClient
+flood = ProbeClient("jack", "flood").open_virtual()
+threading.Thread(target=lambda: [flood.send(0x90, 60, 1) or time.sleep(0.0003) for _ in iter(int, 1)],
+                 daemon=True).start()
+for attempt in range(20):
+    received = []
+    port = InputPort("jack", f"closing{attempt}", "flood-keys", received.append)
+    time.sleep(0.05)
+    sum(range(300000))  # the GIL held here while JACK delivers: callbacks queue up waiting for it
+    port.close()
+    assert received, "the flood never arrived"
+print("closed", attempt + 1)
+"""
+
+
+def test_an_input_closes_cleanly_while_messages_pour_in(jack):
+    # A port lost mid-performance or a stop while the player plays: the input closes while its
+    # callback is busy. Closed carelessly, JACK cancels a thread waiting for the GIL and the process
+    # hangs or crashes (it did in 6 runs of 6 before close_rtmidi).
+    import subprocess
+    import sys
+
+    try:
+        result = subprocess.run([sys.executable, "-c", CLOSE_UNDER_FLOOD], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as hung:
+        raise AssertionError(f"closing an input under a flood hung: {hung.stdout}") from None
+    assert result.returncode == 0 and "closed 20" in result.stdout, result.stderr[-2000:]
