@@ -275,6 +275,12 @@ class ProbeClient:
         self.inp.set_callback(lambda event, _: self.received.append((clock(), event[0])))
 
     def connect(self, to_port: str = "improv-in", from_port: str = "improv-out", timeout_s: float = 15.0) -> None:
+        """Connect to improv's ports (again, if an earlier improv has gone: the callback stays)."""
+        from rtmidi._rtmidi import MidiBase
+
+        for port in (self.out, self.inp):
+            if port.is_port_open():
+                MidiBase.close_port(port)
         deadline = self.clock() + timeout_s
         while self.clock() < deadline:
             outs = [i for i, p in enumerate(self.out.get_ports()) if p.startswith(to_port)]
