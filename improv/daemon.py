@@ -127,6 +127,7 @@ class Daemon:
         self.counts: Counter = Counter()  # malformed, ignored, engine_errors
         self.start_s = clock()
         self.engine = Engine(model, config, self.start_s)
+        self.engine.emit = lambda event: self._send([event], self.clock())  # a due note leaves at once
         midi = config.midi
         self.output = OutputPort(backend, midi.client_name, midi.output)
         try:

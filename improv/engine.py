@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -53,6 +53,9 @@ class Engine:
         self.rng = rng if rng is not None else np.random.default_rng(config.sampling.seed)
         self.step_ns: deque[int] = deque(maxlen=STEP_TIMES_KEPT)  # model step durations, for status and bench
         self.notes_in = self.notes_out = 0
+        # Set by the daemon: sends a note at once. A generated note already due then goes out before
+        # the model steps on it, which takes that step off the path from decision to sound.
+        self.emit: Callable[[NoteEvent], None] | None = None
         self.reset(now_s)
 
     # -- state ------------------------------------------------------------------------------------
@@ -60,6 +63,8 @@ class Engine:
         """A fresh context: zero state, START, nothing sounding, nothing pending."""
         self.model.reset()
         self.history: list[int] | None = [] if self.record_history else None
+        self.history_calls: list[int] = []  # tokens fed after each model call (calls group tokens)
+        self.poll_now_s = float("-inf")  # the time of the poll under way: what is due by then may go early
         self.encoder = Encoder(self.vocab, origin_s=now_s, max_shift_s=self.config.engine.max_gap_ms / 1000)
         self.decoder = Decoder(self.vocab, origin_s=now_s)
         self.tokens_fed = 0
@@ -88,20 +93,32 @@ class Engine:
             self.encoder, self.decoder, self.tokens_fed = c.encoder.copy(), c.decoder.copy(), c.tokens_fed
             if self.history is not None:
                 del self.history[c.tokens_fed :]
+                while self.history_calls and self.history_calls[-1] > c.tokens_fed:
+                    self.history_calls.pop()
+
+    def _feed(self, tokens: list[int]) -> np.ndarray:
+        """Feed tokens in one model call and return the next-token logits. Heard events come as a
+        few tokens at once (time shift, velocity, note); one call for them costs about two steps'
+        time instead of three."""
+        started = time.perf_counter_ns()
+        if len(tokens) == 1:
+            logits = self.model.step(tokens[0])
+            self.step_ns.append(time.perf_counter_ns() - started)
+        else:
+            logits = self.model.prime(tokens)
+        self.tokens_fed += len(tokens)
+        if self.history is not None:
+            self.history.extend(tokens)
+            self.history_calls.append(self.tokens_fed)
+        return logits
 
     def _step(self, token: int) -> np.ndarray:
-        started = time.perf_counter_ns()
-        logits = self.model.step(token)
-        self.step_ns.append(time.perf_counter_ns() - started)
-        self.tokens_fed += 1
-        if self.history is not None:
-            self.history.append(token)
-        return logits
+        return self._feed([token])
 
     # -- heard events: the player's, and improv's own releases --------------------------------
     def _feed_heard(self, tokens: list[int]) -> None:
-        for token in tokens:
-            self.logits = self._step(token)
+        if tokens:
+            self.logits = self._feed(tokens)
         # Generation continues from the heard context's time and velocity.
         self.decoder.origin_s, self.decoder.cursor_steps = self.encoder.origin_s, self.encoder.cursor_steps
         if self.encoder.velocity_bin is not None:
@@ -171,6 +188,7 @@ class Engine:
     def poll(self, now_s: float) -> list[NoteEvent]:
         """Start an answer when it is due, generate ahead, and return the events due by now."""
         engine = self.config.engine
+        self.poll_now_s = now_s
         if self._answer_due(now_s):
             self._start_answer()
         budget = MAX_TOKENS_PER_POLL
@@ -187,6 +205,7 @@ class Engine:
             item = self.pending.popleft()
             out.append(self._send(item.event))
             self.committed = item.checkpoint
+        self.poll_now_s = float("-inf")
         return out
 
     def next_deadline(self) -> float | None:
@@ -268,14 +287,23 @@ class Engine:
             return
 
     def _push(self, token: int) -> None:
-        """Feed a generated token; the notes it makes wait in `pending` until due."""
+        """Feed a generated token; the notes it makes wait in `pending` until due, or, when due
+        already with nothing queued before them, go out through `emit` before the model steps."""
+        events = self.decoder.feed(token)
+        early = (self.emit is not None and bool(events) and not self.pending
+                 and all(event.time_s <= self.poll_now_s for event in events))
+        if early:
+            for event in events:
+                self.emit(self._send(event))
         self.logits = self._step(token)
         self.encoder.absorb(token)
-        events = self.decoder.feed(token)
         if events:
             checkpoint = self._checkpoint()
-            for event in events:
-                self.pending.append(Pending(event, checkpoint))
+            if early:
+                self.committed = checkpoint
+            else:
+                for event in events:
+                    self.pending.append(Pending(event, checkpoint))
 
     def _send(self, event: NoteEvent) -> NoteEvent:
         if event.is_on:

@@ -2,6 +2,7 @@
 
 
 import numpy as np
+import pytest
 
 from improv.config import Config
 from improv.engine import Engine
@@ -78,18 +79,23 @@ def test_playing_over_an_answer_stops_it_and_the_model_heard_exactly_what_sounde
     assert [p for p, _ in improv_heard] == [p for p, _ in expected]
     assert all(abs(a - b) <= 0.0051 for (_, a), (_, b) in zip(improv_heard, expected)), (improv_heard, expected)
     # ...and its state is that of a fresh model fed exactly those tokens.
-    expected_h, expected_c = fresh_state(shipped_model, engine.history)
+    expected_h, expected_c = fresh_state(shipped_model, engine.history, engine.history_calls)
     h, c = shipped_model.snapshot()
     assert np.allclose(h, expected_h, atol=1e-5) and np.allclose(c, expected_c, atol=1e-5)
 
 
-def fresh_state(model, tokens):
-    """The state of a fresh model stepped through `tokens` one at a time, as the live path steps.
-    (Stepping, not one sequence run: int8 models quantize activations per call.)"""
+def fresh_state(model, tokens, calls):
+    """The state of a fresh model fed `tokens` in the same calls as the engine fed them (`calls`:
+    tokens fed after each call). The grouping matters: int8 models quantize activations per call."""
     saved = model.snapshot()
     model.reset()
-    for token in tokens:
-        model.step(token)
+    start = 0
+    for end in calls:
+        if end - start == 1:
+            model.step(tokens[start])
+        else:
+            model.prime(tokens[start:end])
+        start = end
     state = model.snapshot()
     model.reset()
     model.restore(saved)
@@ -189,3 +195,19 @@ def test_continuous_mode_comes_in_at_once_even_on_a_chord(shipped_model):
     out = perform(engine, clock, chord) + run_until(engine, clock, 1.2)
     onsets = [e.time_s for e in out if e.is_on]
     assert onsets and onsets[0] <= 1.0 + 0.011, onsets[:3]
+
+
+def test_a_due_note_goes_out_before_the_model_steps_on_it(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__mode="continuous")
+    emitted = []  # (event, tokens the model had been fed when the event went out)
+    engine.emit = lambda event: emitted.append((event, len(engine.history)))
+    returned = perform(engine, clock, [(1.0, Msg("note_on", 60, 80))])
+    returned += engine.poll(clock.now())  # the live loop polls right after a player's message
+    first_on, fed_before = next((e, n) for e, n in emitted if e.is_on)
+    assert first_on.time_s == pytest.approx(1.0) and first_on not in returned
+    # the note left first; the very next token the model was fed is that note
+    assert engine.history[fed_before] == engine.vocab.note_on(first_on.pitch)
+    # and nothing is lost: the rest of the performance still pairs every note-on with its note-off
+    later = run_until(engine, clock, 3.0)
+    sent = [e for e, _ in emitted] + returned + later + engine.stop(clock.now())
+    pair_up(sent)
