@@ -144,6 +144,29 @@ def bench_engine_token(model: OnnxModel, seconds: float) -> dict:
     return {**percentiles_us(token_ns), "tokens": len(token_ns)}
 
 
+def bench_reaction_compute(model: OnnxModel, notes: int = 200) -> dict:
+    """improv's own share of the continuous-mode reaction, without the transport: from a player's
+    note reaching the engine to improv's first note leaving it (through `emit`, as in the daemon),
+    on the virtual clock. The heard tokens, the sampled ones and their steps are all on this path."""
+    config = Config()
+    config.engine.mode, config.engine.response_ms = "continuous", CONTINUOUS_PLAY_ON_MS
+    engine = Engine(model, config, 0.0, np.random.default_rng(3))
+    first_out: list[int] = []
+    engine.emit = lambda event: first_out.append(time.perf_counter_ns()) if event.is_on and not first_out else None
+    clock, reactions = VirtualClock(), []
+    for i in range(notes):
+        at_s, pitch = 1.0 + 1.5 * i, 60 + (i * 5) % 12
+        run_until(engine, clock, at_s)  # improv has finished answering the note before
+        first_out.clear()
+        started = time.perf_counter_ns()
+        returned = engine.on_player(at_s, Msg("note_on", pitch, 80)) + engine.poll(at_s)
+        ended = time.perf_counter_ns()
+        if first_out or any(event.is_on for event in returned):
+            reactions.append((first_out[0] if first_out else ended) - started)
+        perform(engine, clock, [(at_s + 0.1, Msg("note_off", pitch, 0))])
+    return {**percentiles_us(reactions, (50, 99)), "n": len(reactions)}
+
+
 def memory_bandwidth_gbs(size_bytes: int, repeats: int = 30) -> float:
     """Best streaming read rate over a buffer the size of the weights, one core. An integer max is a
     SIMD pass that does nothing but read (a float sum is bound by its additions, not by memory)."""
@@ -296,6 +319,7 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
         "step_us": step, "ort_run_us": ort_run, "torch_step_us": bench_torch_step(model, iterations // 2),
         "sampling_us": sampling, "sampling_masked_us": sampling_masked,
         "engine_token_us": bench_engine_token(model, seconds),
+        "reaction_compute_us": bench_reaction_compute(model),
         "weights_mib": round(weights / 2**20, 2), "bandwidth_gbs": round(bandwidth, 1),
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
         "reaction_ms": None, "answer_after_silence_ms": None, "jack_period_ms": None,
@@ -326,6 +350,7 @@ def render(result: dict) -> str:
         f"engine, whole token     p50/p99/p99.9  {p(result['engine_token_us'])}",
         f"sampling                p50/p99        {p(result['sampling_us'])} (with masks {p(result['sampling_masked_us'])})",
         f"memory bandwidth        {result['bandwidth_gbs']} GB/s; step at {result['step_fraction_of_bandwidth']:.0%} of it",
+        f"reaction, engine only   p50/p99        {p(result['reaction_compute_us'])} (player note in -> first note out)",
         f"JACK period             {result['jack_period_ms']} ms",
         f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')}",
         f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",

@@ -299,12 +299,18 @@ class Daemon:
                 pass
 
     def _shutdown(self) -> None:
+        sounding = set(self.guard.sounding)
         try:
             self._send(self.engine.stop(self.clock()), self.clock())
         except Exception:
             log.exception("engine error while stopping")
         self.guard.release_all()
-        time.sleep(OUTPUT_DRAIN_S)  # JACK sends queued messages on its next cycles: let them leave
+        # A JACK cycle that is missed (an xrun) loses that cycle's messages, and the releases above
+        # all leave in one cycle: say it all again a few periods later. A second note-off is harmless.
+        time.sleep(OUTPUT_DRAIN_S / 2)
+        self.guard.sounding |= sounding
+        self.guard.release_all()
+        time.sleep(OUTPUT_DRAIN_S / 2)  # JACK sends queued messages on its next cycles: let them leave
         if self.recorder is not None:
             self.recorder.close()
             log.info("session recorded to %s", self.recorder.path)
