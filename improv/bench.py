@@ -47,23 +47,34 @@ def _timed(fn, iterations: int) -> list[int]:
 
 
 def bench_step(model: OnnxModel, iterations: int) -> tuple[dict, dict]:
-    """(live IOBinding step, plain session.run step), each fed the tokens the model itself predicts."""
+    """(live IOBinding step, plain session.run step) over the same random tokens, taken in turns so
+    that both see the same machine: measured one after the other, drift on a shared VM favours one."""
     rng = np.random.default_rng(0)
     tokens = rng.integers(2, model.vocab.size, iterations)
     model.reset()
-    step_ns = []
+    shape = (model.layers, 1, model.hidden)
+    h, c = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    step_ns, run_ns = [], []
     for token in tokens:
         started = time.perf_counter_ns()
         model.step(int(token))
         step_ns.append(time.perf_counter_ns() - started)
-    shape = (model.layers, 1, model.hidden)
-    h, c = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    run_ns = []
-    for token in tokens:
         started = time.perf_counter_ns()
         _, h, c = model.session.run(None, {"tokens": np.array([[token]], np.int64), "h0": h, "c0": c})
         run_ns.append(time.perf_counter_ns() - started)
     return percentiles_us(step_ns), percentiles_us(run_ns, (50, 99))
+
+
+def bench_cold_step(model: OnnxModel, samples: int = 30, idle_s: float = 0.1) -> dict:
+    """A step after the engine thread has slept `idle_s`, as the first step of a reaction is: on a
+    shared VM the caches do not keep the weights through even a few milliseconds of idling."""
+    cold_ns = []
+    for i in range(samples):
+        time.sleep(idle_s)
+        started = time.perf_counter_ns()
+        model.step(2 + i)
+        cold_ns.append(time.perf_counter_ns() - started)
+    return percentiles_us(cold_ns, (50, 99))
 
 
 def bench_torch_step(model: OnnxModel, iterations: int) -> dict | None:
@@ -253,6 +264,45 @@ def jack_client_floor_cpu() -> float:
         process.wait()
 
 
+ECHO_SCRIPT = """
+import time, rtmidi
+api = rtmidi.API_UNIX_JACK
+midi_out = rtmidi.MidiOut(rtapi=api, name="echo-out"); midi_out.open_virtual_port("out")
+midi_in = rtmidi.MidiIn(rtapi=api, name="echo-in"); midi_in.open_virtual_port("in")
+midi_in.set_callback(lambda event, _: midi_out.send_message(event[0]))
+time.sleep(120)
+"""
+
+
+def bench_transport_floor(notes: int) -> dict | None:
+    """The reaction of a program that does nothing but echo each note at once, through the same JACK
+    server and the same kind of rtmidi clients: the transport's share of any reaction, improv's included."""
+    from improv.ports import ProbeClient, note_ons
+
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SCRIPT], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = ProbeClient("jack", "bench-echo")
+    try:
+        client.connect(to_port="echo-in", from_port="echo-out")
+        reactions = []
+        for i in range(notes):
+            client.drain()
+            sent = client.send(0x90, 60 + i % 12, 80)
+            time.sleep(0.05)
+            echoed = note_ons(client.drain())
+            if echoed:
+                reactions.append((echoed[0][0] - sent) * 1000)
+            client.send(0x80, 60 + i % 12, 0)
+            time.sleep(0.05)
+    finally:
+        client.close()
+        echo.kill()
+        echo.wait()
+    if not reactions:
+        return None
+    return {"p50": round(float(np.percentile(reactions, 50)), 2), "p99": round(float(np.percentile(reactions, 99)), 2),
+            "n": len(reactions)}
+
+
 def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
     """Reaction of `improv run` as a client sees it, in both modes; idle CPU and RSS of the daemon."""
     from improv.ports import ProbeClient, jack_period_ms, note_ons
@@ -303,6 +353,7 @@ def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
     period_ms = jack_period_ms()
     results["jack_period_ms"] = round(period_ms, 3) if period_ms is not None else None
     results["jack_client_floor_cpu_percent"] = jack_client_floor_cpu()
+    results["echo_ms"] = bench_transport_floor(max(phrases, 20))
     return results
 
 
@@ -316,13 +367,14 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
     step_rate = weights / (step["p50"] * 1000)  # bytes per ns
     result = {
         "model": str(model.path), "layers": model.layers, "hidden": model.hidden,
-        "step_us": step, "ort_run_us": ort_run, "torch_step_us": bench_torch_step(model, iterations // 2),
+        "step_us": step, "ort_run_us": ort_run, "cold_step_us": bench_cold_step(model),
+        "torch_step_us": bench_torch_step(model, iterations // 2),
         "sampling_us": sampling, "sampling_masked_us": sampling_masked,
         "engine_token_us": bench_engine_token(model, seconds),
         "reaction_compute_us": bench_reaction_compute(model),
         "weights_mib": round(weights / 2**20, 2), "bandwidth_gbs": round(bandwidth, 1),
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
-        "reaction_ms": None, "answer_after_silence_ms": None, "jack_period_ms": None,
+        "reaction_ms": None, "answer_after_silence_ms": None, "echo_ms": None, "jack_period_ms": None,
         "idle_cpu_percent": None, "jack_client_floor_cpu_percent": None, "rss_mib": None, "cpus": os.cpu_count(),
     }
     jack = None
@@ -345,7 +397,8 @@ def render(result: dict) -> str:
     lines = [
         f"model {result['model']} ({result['layers']} x {result['hidden']}, {result['weights_mib']} MiB of weights)",
         f"live step (IOBinding)   p50/p99/p99.9  {p(result['step_us'])}",
-        f"plain run() step        p50/p99        {p(result['ort_run_us'])}",
+        f"plain run() step        p50/p99        {p(result['ort_run_us'])} (taken in turns with the live step)",
+        f"step after 100 ms idle  p50/p99        {p(result['cold_step_us'])}",
         f"torch eager step        p50/p99        {p(result['torch_step_us'])}",
         f"engine, whole token     p50/p99/p99.9  {p(result['engine_token_us'])}",
         f"sampling                p50/p99        {p(result['sampling_us'])} (with masks {p(result['sampling_masked_us'])})",
@@ -353,6 +406,7 @@ def render(result: dict) -> str:
         f"reaction, engine only   p50/p99        {p(result['reaction_compute_us'])} (player note in -> first note out)",
         f"JACK period             {result['jack_period_ms']} ms",
         f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')}",
+        f"bare echo, same JACK    p50/p99        {p(result['echo_ms'], 'ms')} (the transport's share of a reaction)",
         f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",
         f"idle daemon             {result['idle_cpu_percent']} % of a core, {result['rss_mib']} MiB resident "
         f"(a bare rtmidi JACK in+out pair idles at {result['jack_client_floor_cpu_percent']} %)",
