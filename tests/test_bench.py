@@ -23,7 +23,7 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
     report = json.loads(result.stdout)
     assert KEYS <= set(report)
     check_percentiles(report["step_us"], ("p50", "p99", "p999"))
-    for key in ("ort_run_us", "cold_step_us", "sampling_us", "reaction_compute_us", "reaction_ms",
+    for key in ("ort_run_us", "cold_step_us", "engine_step_us", "sampling_us", "reaction_compute_us", "reaction_ms",
                 "answer_after_silence_ms", "echo_ms"):
         check_percentiles(report[key])
     if report["torch_step_us"] is not None:
