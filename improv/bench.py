@@ -28,6 +28,7 @@ from improv.offline import VirtualClock, perform, run_until
 from improv.sampling import MaskBuilder, sample
 
 JACK_PERIOD_FRAMES, JACK_RATE = 64, 48000
+JACK_NAME_SLOTS = 8  # jackd's limit on servers registered at once (MAX_SERVERS)
 CONTINUOUS_PLAY_ON_MS = 400  # continuous mode in the benchmark: improv stops soon, so each note starts from silence
 
 
@@ -210,20 +211,43 @@ def jack_running() -> bool:
         return False
 
 
-def start_private_jack() -> subprocess.Popen | None:
+def start_jackd(prefix: str, period_frames: int = JACK_PERIOD_FRAMES, log=subprocess.DEVNULL,
+                ready_s: float = 5.0) -> tuple[subprocess.Popen, str, bool] | None:
+    """A JACK server with the dummy driver, realtime when the machine allows it, named `prefix-N` for
+    the first N no live server uses. Returns (process, name, realtime), or None.
+
+    Names come from a small pool rather than being unique: JACK has JACK_NAME_SLOTS server slots, and
+    a server that was killed keeps its slot until a server of the same name starts again."""
+    from improv.ports import jack_period_ms
+
     jackd = shutil.which("jackd")
     if jackd is None:
         return None
-    name = f"improv-bench-{os.getpid()}"
-    os.environ.update({"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"})
-    process = subprocess.Popen([jackd, "-n", name, "-R", "-d", "dummy", "-r", str(JACK_RATE), "-p",
-                                str(JACK_PERIOD_FRAMES)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(50):
-        time.sleep(0.1)
-        if jack_running():
-            return process
-    process.terminate()
+    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
+    for slot in range(JACK_NAME_SLOTS):
+        name = f"{prefix}-{slot}"
+        if jack_period_ms(name) is not None:
+            continue  # a live server has this name
+        for realtime in ("-R", "-r"):
+            process = subprocess.Popen([jackd, "-n", name, realtime, "-d", "dummy", "-r", str(JACK_RATE), "-p",
+                                        str(period_frames)], env=env, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + ready_s
+            while time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.1)
+                if jack_period_ms(name) is not None:
+                    return process, name, realtime == "-R"
+            process.kill()
+            process.wait()
     return None
+
+
+def start_private_jack() -> subprocess.Popen | None:
+    started = start_jackd("improv-bench")
+    if started is None:
+        return None
+    process, name, _ = started
+    os.environ.update({"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"})
+    return process
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -386,6 +410,9 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
     try:
         if jack_running():
             result.update(bench_daemon(str(model.path), phrases))
+        else:
+            print("improv bench: no JACK server " + ("could be started (is jackd installed?)" if start_jack else
+                  "runs (start one, or pass --start-jack)") + "; the figures through ports are null", file=sys.stderr)
     finally:
         if jack is not None:
             jack.terminate()

@@ -97,11 +97,22 @@ def choose_backend(backend: str = "auto") -> str:
     raise PortError(f"no MIDI system is available: {NO_MIDI_HELP.get(sys.platform, 'start a JACK server')}")
 
 
-def jack_period_ms() -> float | None:
-    """The running JACK server's period (buffer size / sample rate) in ms, or None without one.
-    rtmidi does not expose it, so this asks libjack directly for the one figure."""
+def jack_period_ms(server: str | None = None) -> float | None:
+    """The period (buffer size / sample rate) in ms of the running JACK server (named `server`, or
+    the default one), or None when it does not run. rtmidi does not expose it, so this asks libjack."""
     import ctypes
     import ctypes.util
+
+    if server is not None:
+        saved = os.environ.get("JACK_DEFAULT_SERVER")
+        os.environ["JACK_DEFAULT_SERVER"] = server  # libjack reads it at each client open
+        try:
+            return jack_period_ms()
+        finally:
+            if saved is None:
+                del os.environ["JACK_DEFAULT_SERVER"]
+            else:
+                os.environ["JACK_DEFAULT_SERVER"] = saved
 
     library = ctypes.util.find_library("jack")
     if library is None:

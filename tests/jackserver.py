@@ -1,11 +1,12 @@
 """A real JACK server for the tests that are about ports, and improv run as a real process.
 
-Each test module starts its own server (dummy driver, realtime when allowed, a unique name) so runs
-never share a graph. The period is 256 frames (5.3 ms at 48 kHz; IMPROV_TEST_JACK_PERIOD changes it):
-on these shared 2-core VMs a 64-frame period makes JACK miss cycles (xruns) several times a second
-even with an idle client, and a missed cycle loses or repeats that cycle's MIDI. `improv bench`
-measures at 64 frames; these tests check behaviour. Without jackd the tests skip with the reason; with IMPROV_REQUIRE_JACK=1 (set
-by .ci/run, which installs jackd2) a missing jackd is a failure instead.
+Each test module starts its own server (dummy driver, realtime when allowed, the first free name of
+improv-test-0..7, see `improv.bench.start_jackd`) so runs never share a graph. The period is 256
+frames (5.3 ms at 48 kHz; IMPROV_TEST_JACK_PERIOD changes it): on these shared 2-core VMs a 64-frame
+period makes JACK miss cycles (xruns) several times a second even with an idle client, and a missed
+cycle loses or repeats that cycle's MIDI. `improv bench` measures at 64 frames; these tests check
+behaviour. Without jackd the tests skip with the reason; with IMPROV_REQUIRE_JACK=1 (set by
+.ci/run, which installs jackd2) a missing jackd is a failure instead.
 """
 
 from __future__ import annotations
@@ -41,26 +42,18 @@ class JackServer:
         return sum(server.xruns() for server in cls.started)
 
     def __init__(self):
-        jackd = require_jackd()
-        self.name = f"improv-test-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-        self.env = {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1",
-                    "JACK_NO_START_SERVER": "1"}
-        self.log_path = Path(f"/tmp/{self.name}.log")
+        require_jackd()
+        from improv.bench import start_jackd
+
+        self.log_path = Path(f"/tmp/improv-test-{os.getpid()}-{time.monotonic_ns() % 10**9}.log")
         self.log = open(self.log_path, "w")
-        for realtime in (["-R"], ["-r"]):  # realtime if the machine allows it, else --no-realtime
-            self.process = subprocess.Popen([jackd, "-n", self.name, *realtime, "-d", "dummy", "-r", str(RATE),
-                                             "-p", str(PERIOD_FRAMES)], env=self.env, stdout=self.log,
-                                            stderr=subprocess.STDOUT)
-            if self._wait_ready():
-                self.realtime = realtime == ["-R"]
-                JackServer.started.append(self)
-                break
-            self.process.kill()
-            self.process.wait()
-        else:
-            pytest.fail(f"jackd did not start; see /tmp/{self.name}.log")
-        os.environ.update({k: self.env[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_AUDIO_RESERVATION",
-                                                    "JACK_NO_START_SERVER")})
+        started = start_jackd("improv-test", PERIOD_FRAMES, log=self.log)
+        if started is None:
+            pytest.fail(f"jackd did not start; see {self.log_path}")
+        self.process, self.name, self.realtime = started
+        JackServer.started.append(self)
+        os.environ.update({"JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1",
+                           "JACK_NO_START_SERVER": "1"})
 
     @property
     def period_ms(self) -> float:
@@ -72,18 +65,6 @@ class JackServer:
             return self.log_path.read_text(errors="replace").count("XRun")
         except OSError:
             return 0
-
-    def _wait_ready(self, timeout_s: float = 5.0) -> bool:
-        probe = ("import rtmidi,sys\ntry:\n rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name='probe')\n"
-                 "except Exception:\n sys.exit(1)")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            if subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True).returncode == 0:
-                return True
-            time.sleep(0.1)
-        return False
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
