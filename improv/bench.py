@@ -38,6 +38,14 @@ def percentiles_us(samples_ns, keys=(50, 99, 99.9)) -> dict:
     return {names[k]: round(float(np.percentile(values, k)), 2) for k in keys}
 
 
+def reaction_summary_ms(values_ms) -> dict | None:
+    """p50 / p99 and the count of reaction times already in ms; None when there are none."""
+    if len(values_ms) == 0:
+        return None
+    return {"p50": round(float(np.percentile(values_ms, 50)), 2), "p99": round(float(np.percentile(values_ms, 99)), 2),
+            "n": len(values_ms)}
+
+
 def _timed(fn, iterations: int) -> list[int]:
     times = []
     for _ in range(iterations):
@@ -323,10 +331,7 @@ def bench_transport_floor(notes: int) -> dict | None:
         client.close()
         echo.kill()
         echo.wait()
-    if not reactions:
-        return None
-    return {"p50": round(float(np.percentile(reactions, 50)), 2), "p99": round(float(np.percentile(reactions, 99)), 2),
-            "n": len(reactions)}
+    return reaction_summary_ms(reactions)
 
 
 def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
@@ -363,10 +368,7 @@ def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
                     reactions.append((ons[0] - reference) * 1000)
                 time.sleep(0.1)
             key = "reaction_ms" if mode == "continuous" else "answer_after_silence_ms"
-            values = np.array(reactions)
-            results[key] = ({"p50": round(float(np.percentile(values, 50)), 2),
-                             "p99": round(float(np.percentile(values, 99)), 2), "n": len(reactions)}
-                            if len(values) else None)
+            results[key] = reaction_summary_ms(reactions)
             if mode == "call-response":
                 results["rss_mib"] = round(process_rss_mib(daemon.pid), 1)
         finally:

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from improv.bench import process_rss_mib, jack_running, start_private_jack
+from improv.bench import jack_running, process_rss_mib, reaction_summary_ms, start_private_jack
 from improv.ports import ProbeClient, note_ons, sounding_after
 
 PLAY_ON_MS = 800  # improv stops this long after the player: pauses longer than this reset to silence
@@ -82,11 +82,7 @@ def soak(minutes: float, model: str | None = None, seed: int = 0) -> dict:
     window_s = min(60.0, minutes * 60 / 3)
 
     def reaction(select) -> dict | None:
-        values = [ms for t, ms in samples if select(t)]
-        if not values:
-            return None
-        return {"p50": round(float(np.percentile(values, 50)), 2), "p99": round(float(np.percentile(values, 99)), 2),
-                "n": len(values)}
+        return reaction_summary_ms([ms for t, ms in samples if select(t)])
 
     total_s = minutes * 60
     first_rss = [m for t, m in rss if t < window_s]
