@@ -193,6 +193,7 @@ class Engine:
             self._start_answer()
         budget = MAX_TOKENS_PER_POLL
         horizon = now_s + engine.lookahead_ms / 1000
+        committed = self.committed
         while self.answering and self.decoder.time_s <= horizon + 1e-9 and budget > 0:
             self._generate_one()
             budget -= 1
@@ -200,6 +201,8 @@ class Engine:
                 self._finish_answer()
             if self.pending and self.pending[0].event.time_s <= now_s + self.step_s:
                 break  # a note is (nearly) due: send it first, generate the rest of the lookahead after
+            if self.committed is not committed:
+                break  # a note went out early: hear the player before generating the rest
         out = []
         while self.pending and self.pending[0].event.time_s <= now_s:
             item = self.pending.popleft()

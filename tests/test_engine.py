@@ -211,3 +211,18 @@ def test_a_due_note_goes_out_before_the_model_steps_on_it(shipped_model):
     later = run_until(engine, clock, 3.0)
     sent = [e for e, _ in emitted] + returned + later + engine.stop(clock.now())
     pair_up(sent)
+
+
+def test_a_note_sent_early_is_what_an_interruption_rolls_back_to(shipped_model):
+    engine, clock = make_engine(shipped_model, engine__mode="continuous")
+    emitted = []
+    engine.emit = emitted.append
+    perform(engine, clock, [(1.0, Msg("note_on", 60, 80))])
+    engine.poll(clock.now())
+    first_on = next(e for e in emitted if e.is_on)
+    # the player plays again before anything else went out: improv's early note was heard
+    engine.on_player(clock.now(), Msg("note_on", 64, 80))
+    assert engine.vocab.note_on(first_on.pitch) in engine.history
+    h, c = shipped_model.snapshot()
+    expected_h, expected_c = fresh_state(shipped_model, engine.history, engine.history_calls)
+    assert np.allclose(h, expected_h, atol=1e-5) and np.allclose(c, expected_c, atol=1e-5)
