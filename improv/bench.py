@@ -298,25 +298,35 @@ def jack_client_floor_cpu() -> float:
         process.wait()
 
 
-ECHO_SCRIPT = """
+ECHO_SCRIPTS = {  # (script, its input port, its output port)
+    "jack-rtmidi": ("""
 import time, rtmidi
 api = rtmidi.API_UNIX_JACK
 midi_out = rtmidi.MidiOut(rtapi=api, name="echo-out"); midi_out.open_virtual_port("out")
 midi_in = rtmidi.MidiIn(rtapi=api, name="echo-in"); midi_in.open_virtual_port("in")
 midi_in.set_callback(lambda event, _: midi_out.send_message(event[0]))
 time.sleep(120)
-"""
+""", "echo-in:in", "echo-out:out"),
+    "jack": ("""
+import time
+from improv.jackmidi import JackMidiClient
+client = JackMidiClient.acquire("echo")
+client.listen(lambda raw: client.send(raw.data))
+time.sleep(120)
+""", "echo:in", "echo:out"),
+}
 
 
-def bench_transport_floor(notes: int) -> dict | None:
+def bench_transport_floor(notes: int, backend: str = "jack") -> dict | None:
     """The reaction of a program that does nothing but echo each note at once, through the same JACK
-    server and the same kind of rtmidi clients: the transport's share of any reaction, improv's included."""
+    server and the same kind of client as improv's (`backend`): the transport's share of any reaction."""
     from improv.ports import ProbeClient, note_ons
 
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SCRIPT], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script, echo_in, echo_out = ECHO_SCRIPTS[backend]
+    echo = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = ProbeClient("jack", "bench-echo")
     try:
-        client.connect(to_port="echo-in", from_port="echo-out")
+        client.connect(to_port=echo_in, from_port=echo_out)
         reactions = []
         for i in range(notes):
             client.drain()
@@ -334,19 +344,19 @@ def bench_transport_floor(notes: int) -> dict | None:
     return reaction_summary_ms(reactions)
 
 
-def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
+def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_ms: int = 300) -> dict:
     """Reaction of `improv run` as a client sees it, in both modes; idle CPU and RSS of the daemon."""
-    from improv.ports import ProbeClient, jack_period_ms, note_ons
+    from improv.ports import ProbeClient, jack_period_ms, note_ons, virtual_port_names
 
-    results: dict = {}
+    results: dict = {"jack_client": "native" if virtual_port_names(backend)[0] == "improv:in" else "rtmidi"}
     for mode in ("call-response", "continuous"):
-        daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", "jack", "--no-record",
+        daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", backend, "--no-record",
                                    "--model", str(model_path), "--mode", mode, "--silence-ms", str(silence_ms),
                                    "--response-ms", str(CONTINUOUS_PLAY_ON_MS)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         client = ProbeClient("jack", f"bench-{mode}")
         try:
-            client.connect()
+            client.connect(*virtual_port_names(backend))
             if mode == "call-response":
                 time.sleep(1.0)
                 results["idle_cpu_percent"] = _idle_cpu_percent(daemon.pid)
@@ -381,11 +391,12 @@ def bench_daemon(model_path: str, phrases: int, silence_ms: int = 300) -> dict:
     period_ms = jack_period_ms()
     results["jack_period_ms"] = round(period_ms, 3) if period_ms is not None else None
     results["jack_client_floor_cpu_percent"] = jack_client_floor_cpu()
-    results["echo_ms"] = bench_transport_floor(max(phrases, 20))
+    results["echo_ms"] = bench_transport_floor(max(phrases, 20), backend if results["jack_client"] == "native"
+                                               else "jack-rtmidi")
     return results
 
 
-def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases: int) -> dict:
+def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases: int, backend: str = "jack") -> dict:
     model = OnnxModel(model_path)
     iterations = max(1000, int(seconds * 2000))
     step, ort_run = bench_step(model, iterations)
@@ -405,13 +416,14 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
         "reaction_ms": None, "answer_after_silence_ms": None, "echo_ms": None, "jack_period_ms": None,
         "idle_cpu_percent": None, "jack_client_floor_cpu_percent": None, "rss_mib": None, "cpus": os.cpu_count(),
+        "jack_client": None,
     }
     jack = None
     if not jack_running() and start_jack:
         jack = start_private_jack()
     try:
         if jack_running():
-            result.update(bench_daemon(str(model.path), phrases))
+            result.update(bench_daemon(str(model.path), phrases, backend))
         else:
             print("improv bench: no JACK server " + ("could be started (is jackd installed?)" if start_jack else
                   "runs (start one, or pass --start-jack)") + "; the figures through ports are null", file=sys.stderr)
@@ -437,7 +449,7 @@ def render(result: dict) -> str:
         f"sampling                p50/p99        {p(result['sampling_us'])} (with masks {p(result['sampling_masked_us'])})",
         f"memory bandwidth        {result['bandwidth_gbs']} GB/s; step at {result['step_fraction_of_bandwidth']:.0%} of it",
         f"reaction, engine only   p50/p99        {p(result['reaction_compute_us'])} (player note in -> first note out)",
-        f"JACK period             {result['jack_period_ms']} ms",
+        f"JACK period             {result['jack_period_ms']} ms; improv's JACK client: {result['jack_client']}",
         f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')}",
         f"bare echo, same JACK    p50/p99        {p(result['echo_ms'], 'ms')} (the transport's share of a reaction)",
         f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",
@@ -448,6 +460,6 @@ def render(result: dict) -> str:
 
 
 def main(args) -> int:
-    result = run_bench(args.model, args.seconds, args.start_jack, args.phrases)
+    result = run_bench(args.model, args.seconds, args.start_jack, args.phrases, args.backend)
     print(json.dumps(result) if args.json else render(result))
     return 0

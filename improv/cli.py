@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from improv.config import BACKENDS
 from improv.errors import ImprovError
 
 EXIT_ERROR = 1
@@ -160,11 +161,11 @@ def cmd_play(args) -> int:
 
     from improv.daemon import OUTPUT_DRAIN_S, OutputGuard
     from improv.midifile import read_messages
-    from improv.ports import PORT_SETTLE_S, OutputPort, choose_backend
+    from improv.ports import PORT_SETTLE_S, choose_backend, open_output
 
     messages = read_messages(args.file)
     backend = choose_backend(args.backend)
-    port = OutputPort(backend, "improv-play", args.out)
+    port = open_output(backend, "improv-play", args.out)
     guard = OutputGuard(port, 0)
     time.sleep(PORT_SETTLE_S)  # a new connection carries messages only from the next cycles on
     stop = []
@@ -225,13 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float)
     run.add_argument("--response-ms", type=int, help="longest answer (call-response), play-on time (continuous)")
     run.add_argument("--channel", type=int, help="output channel 1..16")
-    run.add_argument("--backend", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
+    run.add_argument("--backend", choices=BACKENDS)
     run.add_argument("--no-record", action="store_true", help="do not record the session")
     run.add_argument("--verbose", action="store_true", help="log every event")
     run.set_defaults(run=cmd_run)
 
     ports = commands.add_parser("ports", help="list the MIDI inputs and outputs improv can see")
-    ports.add_argument("--backend", default="auto", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
+    ports.add_argument("--backend", default="auto", choices=BACKENDS)
     ports.set_defaults(run=cmd_ports)
 
     bench = commands.add_parser("bench", help="measure step, sampling, bandwidth and real-port reaction times")
@@ -240,12 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=5.0, help="scale of the in-process measurements")
     bench.add_argument("--phrases", type=int, default=50, help="phrases played through JACK per mode")
     bench.add_argument("--start-jack", action="store_true", help="start a private JACK server if none runs")
+    bench.add_argument("--backend", default="jack", choices=["jack", "jack-rtmidi"],
+                       help="improv's JACK client: its own (native) or python-rtmidi's")
     bench.set_defaults(run=cmd_bench)
 
     play = commands.add_parser("play", help="play a MIDI file to a port in real time")
     play.add_argument("file")
     play.add_argument("--out", required=True, help="output port name or unique part")
-    play.add_argument("--backend", default="auto", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
+    play.add_argument("--backend", default="auto", choices=BACKENDS)
     play.set_defaults(run=cmd_play)
     return parser
 

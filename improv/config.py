@@ -16,7 +16,7 @@ import yaml
 from improv.errors import ConfigError
 
 MODES = ("call-response", "continuous")
-BACKENDS = ("auto", "alsa", "jack", "coremidi", "winmm")
+BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
 
 
 @dataclass

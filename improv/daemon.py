@@ -23,7 +23,8 @@ from improv.controls import PANIC_CONTROLS, apply_control
 from improv.engine import Engine
 from improv.errors import PortError
 from improv.events import NoteEvent
-from improv.ports import CC_ALL_NOTES_OFF, CC_SUSTAIN, InputPort, OutputPort, RawInput, control_bytes, note_bytes, parse
+from improv.ports import (CC_ALL_NOTES_OFF, CC_SUSTAIN, RawInput, control_bytes, note_bytes, open_input, open_output,
+                          parse)
 from improv.recording import SessionRecorder
 
 log = logging.getLogger("improv")
@@ -85,19 +86,20 @@ class Backlog:
 class OutputGuard:
     """Every note sent goes through here, so every note-on can get its note-off on any way out."""
 
-    def __init__(self, port: OutputPort, channel: int):
+    def __init__(self, port, channel: int):
         self.port, self.channel = port, channel
         self.sounding: set[tuple[int, int]] = set()  # (channel, pitch)
         self.failed = False
 
-    def send(self, data: list[int]) -> bool:
+    def send(self, data: list[int], due_s: float | None = None) -> bool:
+        """Send now, or at `due_s` where the port can place a message at its time."""
         channel, kind = data[0] & 0x0F, data[0] & 0xF0
         if kind == 0x90 and data[2] > 0:
             self.sounding.add((channel, data[1]))  # tracked before sending: it may sound even if send fails
         if self.port is None:
             return False  # no output port right now: it is reconnected when it comes back
         try:
-            self.port.send(data)
+            self.port.send(data, due_s)
             self.failed = False
             if kind in (0x80, 0x90) and not (kind == 0x90 and data[2] > 0):
                 self.sounding.discard((channel, data[1]))  # forgotten only once its note-off went out
@@ -129,9 +131,9 @@ class Daemon:
         self.engine = Engine(model, config, self.start_s)
         self.engine.emit = lambda event: self._send([event], self.clock())  # a due note leaves at once
         midi = config.midi
-        self.output = OutputPort(backend, midi.client_name, midi.output)
+        self.output = open_output(backend, midi.client_name, midi.output)
         try:
-            self.input = InputPort(backend, midi.client_name, midi.input, self.queue.put, clock)
+            self.input = open_input(backend, midi.client_name, midi.input, self.queue.put, clock)
         except BaseException:
             self.output.close()
             raise
@@ -182,9 +184,13 @@ class Daemon:
     def _engine_thread(self) -> None:
         try:
             while not self._stopping.is_set():
+                # A port that places messages at their time takes them `handover` early, so the
+                # engine thread's own wake-up jitter never moves a note.
+                handover = self.output.handover_s if self.output is not None else 0.0
                 now = self.clock()
                 deadline = self.engine.next_deadline()
-                wait = IDLE_WAKE_S if deadline is None else min(IDLE_WAKE_S, max(MIN_WAIT_S, deadline - now))
+                wait = (IDLE_WAKE_S if deadline is None
+                        else min(IDLE_WAKE_S, max(MIN_WAIT_S, deadline - handover - now)))
                 try:
                     item = self.queue.get(timeout=wait)
                 except queue.Empty:
@@ -197,7 +203,7 @@ class Daemon:
                     while self._drain_queue() and (raw := self.backlog.pop()) is not None:
                         self._handle(raw)
                     now = self.clock()
-                    self._send(self.engine.poll(now), now)
+                    self._send(self.engine.poll(now + handover), now)
                     if now >= self._next_port_check:
                         self._check_ports(now)
                 except Exception:
@@ -264,7 +270,7 @@ class Daemon:
     def _send(self, events: list[NoteEvent], now: float) -> None:
         channel = self.guard.channel
         for event in events:
-            self.guard.send(note_bytes(channel, event.pitch, event.velocity))
+            self.guard.send(note_bytes(channel, event.pitch, event.velocity), event.time_s)
             if self.recorder is not None:
                 self.recorder.improv(event, now)
             log.debug("out %.3f %s", now - self.start_s, event)
@@ -287,13 +293,13 @@ class Daemon:
             self.output = self.guard.port = None
         if self.input is None:
             try:
-                self.input = InputPort(self.backend, midi.client_name, midi.input, self.queue.put, self.clock)
+                self.input = open_input(self.backend, midi.client_name, midi.input, self.queue.put, self.clock)
                 log.info("input port %s is back: listening again", self.input.name)
             except PortError:
                 pass
         if self.output is None:
             try:
-                self.output = self.guard.port = OutputPort(self.backend, midi.client_name, midi.output)
+                self.output = self.guard.port = open_output(self.backend, midi.client_name, midi.output)
                 log.info("output port %s is back: playing again", self.output.name)
             except PortError:
                 pass

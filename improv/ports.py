@@ -1,8 +1,12 @@
-"""The MIDI edge: the only code that touches python-rtmidi. Everything else sees bytes and mido messages.
+"""The MIDI edge: the only code that touches python-rtmidi or libjack. Everything else sees bytes
+and mido messages.
 
 Backends: the ALSA sequencer on Linux, CoreMIDI on macOS, WinMM on Windows, and JACK when a JACK
-server runs (`auto` prefers JACK then). Each input and output is its own client, so a JACK graph or
-an ALSA patchbay shows "improv-in" and "improv-out".
+server runs (`auto` prefers JACK then). Under JACK improv is one client, "improv", with ports
+"in" and "out", whose process callback is native (improv/jackmidi.py); `jack-rtmidi`, or an
+install without the native part, uses python-rtmidi's JACK backend instead. Through python-rtmidi
+each input and output is its own client, so a graph or an ALSA patchbay shows "improv-in" and
+"improv-out".
 
 The input callback contract: it runs on the MIDI system's own thread (JACK's process thread under
 JACK). It only timestamps the raw bytes and appends them to the input queue: no parsing, no
@@ -49,7 +53,7 @@ def _rtmidi():
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """JACK and ALSA print to fd 2 when a probe fails; the user gets improv's one message instead."""
     try:
         saved = os.dup(2)
@@ -67,8 +71,8 @@ def _quiet_stderr():
 
 def _api_constants() -> dict[str, int]:
     rtmidi = _rtmidi()
-    return {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK, "coremidi": rtmidi.API_MACOSX_CORE,
-            "winmm": rtmidi.API_WINDOWS_MM}
+    return {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK, "jack-rtmidi": rtmidi.API_UNIX_JACK,
+            "coremidi": rtmidi.API_MACOSX_CORE, "winmm": rtmidi.API_WINDOWS_MM}
 
 
 def _works(api: int) -> bool:
@@ -76,7 +80,7 @@ def _works(api: int) -> bool:
     if api not in rtmidi.get_compiled_api():
         return False
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             probe = rtmidi.MidiOut(rtapi=api, name="improv-probe")
         probe.delete()
         return True
@@ -123,7 +127,7 @@ def jack_period_ms(server: str | None = None) -> float | None:
     for name in ("jack_get_buffer_size", "jack_get_sample_rate", "jack_client_close"):
         getattr(jack, name).argtypes = [ctypes.c_void_p]
     status = ctypes.c_int(0)
-    with _quiet_stderr():
+    with quiet_stderr():
         client = jack.jack_client_open(b"improv-period", 0x01, ctypes.byref(status))  # JackNoStartServer
     if not client:
         return None
@@ -134,7 +138,7 @@ def jack_period_ms(server: str | None = None) -> float | None:
 
 
 def _help(backend: str) -> str:
-    if backend == "jack":
+    if backend.startswith("jack"):
         return "start a JACK server first (jackd -d dummy -r 48000 -p 64)"
     if backend == "alsa":
         return "load the ALSA sequencer (sudo modprobe snd-seq)"
@@ -145,7 +149,7 @@ def list_ports(backend: str) -> tuple[list[str], list[str]]:
     """(input port names, output port names) that improv can connect to."""
     rtmidi = _rtmidi()
     api = _api_constants()[backend]
-    with _quiet_stderr():
+    with quiet_stderr():
         midi_in, midi_out = rtmidi.MidiIn(rtapi=api, name="improv-list"), rtmidi.MidiOut(rtapi=api, name="improv-list")
     try:
         return midi_in.get_ports(), midi_out.get_ports()
@@ -185,7 +189,7 @@ class _Port:
         rtmidi = _rtmidi()
         kind, label = (rtmidi.MidiIn, "input") if self.direction == "in" else (rtmidi.MidiOut, "output")
         try:
-            with _quiet_stderr():
+            with quiet_stderr():
                 self._rt = kind(rtapi=_api_constants()[backend], name=f"{client_name}-{self.direction}")
         except (rtmidi.RtMidiError, SystemError) as err:
             raise PortError(f"cannot open a MIDI {label} on {backend}: {err}; {_help(backend)}") from err
@@ -239,12 +243,96 @@ class InputPort(_Port):
 
 class OutputPort(_Port):
     direction = "out"
+    handover_s = 0.0  # rtmidi sends at once: a message is handed over at its due time, not before
 
-    def send(self, data: list[int]) -> None:
+    def send(self, data: list[int], due_s: float | None = None) -> None:
         try:
             self._rt.send_message(data)
         except Exception as err:  # rtmidi raises its own types; the caller decides what a lost port means
             raise PortError(f"cannot send to {self.name}: {err}") from err
+
+
+class _JackPort:
+    """Improv's own JACK client's input or output (see improv.jackmidi): virtual, or connected to an
+    existing port by name. Both directions share the one client."""
+
+    direction = ""
+
+    def __init__(self, client_name: str, port: str | None, clock: Callable[[], float] = time.monotonic):
+        from improv.jackmidi import JackMidiClient
+
+        self.client = JackMidiClient.acquire(client_name, clock)
+        self.wanted, self.peer = port, None
+        try:
+            if port is not None:
+                peers = self.client.peers(self.direction)
+                self.peer = peers[find_port(port, peers, "input" if self.direction == "in" else "output")]
+                self.client.connect(self.direction, self.peer)
+        except BaseException:
+            self.client.release()
+            raise
+        self.name = self.peer or self.client.port_name(self.direction)
+
+    def still_connected(self) -> bool:
+        return self.peer is None or self.client.connected_to(self.direction, self.peer)
+
+    def close(self) -> None:
+        if self.peer is not None:
+            self.client.disconnect(self.direction, self.peer)
+        self.client.release()
+
+
+class JackInputPort(_JackPort):
+    direction = "in"
+
+    def __init__(self, client_name: str, port: str | None, enqueue: Callable[[RawInput], None],
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__(client_name, port, clock)
+        self.client.listen(enqueue)
+
+    def close(self) -> None:
+        self.client.stop_listening()
+        super().close()
+
+
+class JackOutputPort(_JackPort):
+    direction = "out"
+
+    @property
+    def handover_s(self) -> float:
+        """Messages may be sent this long before they are due: the client places them exactly."""
+        return self.client.handover_s
+
+    def send(self, data: list[int], due_s: float | None = None) -> None:
+        self.client.send(data, due_s)
+
+
+def _native_jack(backend: str) -> bool:
+    if backend != "jack":
+        return False
+    from improv import jackmidi
+
+    return jackmidi.available()
+
+
+def open_input(backend: str, client_name: str, port: str | None, enqueue: Callable[[RawInput], None],
+               clock: Callable[[], float] = time.monotonic) -> InputPort | JackInputPort:
+    if _native_jack(backend):
+        return JackInputPort(client_name, port, enqueue, clock)
+    return InputPort(backend, client_name, port, enqueue, clock)
+
+
+def open_output(backend: str, client_name: str, port: str | None) -> OutputPort | JackOutputPort:
+    if _native_jack(backend):
+        return JackOutputPort(client_name, port)
+    return OutputPort(backend, client_name, port)
+
+
+def virtual_port_names(backend: str, client_name: str = "improv") -> tuple[str, str]:
+    """The (input, output) port names `improv run` opens when no port is named."""
+    if _native_jack(backend):
+        return f"{client_name}:in", f"{client_name}:out"
+    return f"{client_name}-in:in", f"{client_name}-out:out"
 
 
 def close_rtmidi(port, callbacks_so_far: Callable[[], int] | None = None) -> None:
@@ -285,9 +373,13 @@ class ProbeClient:
         self._drained = 0
         self.inp.set_callback(lambda event, _: self.received.append((clock(), event[0])))
 
-    def connect(self, to_port: str = "improv-in", from_port: str = "improv-out", timeout_s: float = 15.0) -> None:
-        """Connect to improv's ports (again, if an earlier improv has gone: the callback stays)."""
+    def connect(self, to_port: str | None = None, from_port: str | None = None, timeout_s: float = 15.0) -> None:
+        """Connect to improv's ports (by default those `improv run` opens on JACK), again if an
+        earlier improv has gone: the callback stays."""
         from rtmidi._rtmidi import MidiBase
+
+        if to_port is None or from_port is None:
+            to_port, from_port = virtual_port_names("jack")
 
         for port in (self.out, self.inp):
             if port.is_port_open():

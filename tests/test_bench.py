@@ -7,7 +7,8 @@ import sys
 import pytest
 
 KEYS = {"step_us", "ort_run_us", "torch_step_us", "sampling_us", "weights_mib", "bandwidth_gbs",
-        "step_fraction_of_bandwidth", "reaction_ms", "jack_period_ms", "idle_cpu_percent", "rss_mib"}
+        "step_fraction_of_bandwidth", "reaction_ms", "jack_period_ms", "idle_cpu_percent", "rss_mib",
+        "jack_client"}
 
 
 def check_percentiles(figures, keys=("p50", "p99")):
@@ -25,7 +26,9 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
     check_percentiles(report["step_us"], ("p50", "p99", "p999"))
     for key in ("ort_run_us", "cold_step_us", "engine_step_us", "sampling_us", "reaction_compute_us", "reaction_ms",
                 "answer_after_silence_ms", "echo_ms"):
+        assert report[key] is not None, f"{key} was not measured: {result.stderr[-2000:]}"
         check_percentiles(report[key])
+    assert report["jack_client"] in ("native", "rtmidi")
     if report["torch_step_us"] is not None:
         check_percentiles(report["torch_step_us"])
     assert report["weights_mib"] > 0 and report["bandwidth_gbs"] > 0 and report["step_fraction_of_bandwidth"] > 0

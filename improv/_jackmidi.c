@@ -1,0 +1,212 @@
+/* improv's JACK process callback: one client with a MIDI input and a MIDI output, no Python.
+
+Why native: a Python callback on JACK's realtime thread must take the GIL every time a message
+arrives (and a client cancelled while it waits for the GIL hangs the process), and python-rtmidi
+makes the input and the output two JACK clients, each woken every period. Here one client is woken
+per period, its callback never blocks, allocates or locks, and it timestamps by JACK's frame clock.
+
+Contract with improv/jackmidi.py, which opens the client with libjack through ctypes and hands the
+libjack functions this file calls in `ijm_api` (so it needs no JACK headers or library to build):
+- time: JACK's microsecond clock (jack_get_time) read when the callback starts. Not JACK's
+  frame-to-time estimates: on a virtual machine whose timer wakes late they were measured off by
+  several milliseconds (input stamped 6 ms late, output 15 ms late).
+- input: each message of up to IJM_MAX_BYTES bytes goes into a single-producer single-consumer
+  ring, stamped with the callback's start (plus its offset in the cycle): the moment improv could
+  first hear it, never before it was sent. A byte is written to `wake_fd` so a reader thread
+  waiting in select() wakes. Sysex, MIDI time code, clock and active sensing are dropped here.
+- output: messages come through another such ring, each with a due time in JACK microseconds
+  (0: as soon as possible), and leave in the order they were sent. A message goes out in the first
+  cycle that starts at or after its due time, at the offset of its time within the period before:
+  listeners never see it early, and a synth plays it with one period of latency and no jitter.
+*/
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef uint32_t ijm_nframes;
+typedef uint64_t ijm_time;
+
+typedef struct {
+    ijm_nframes time;
+    size_t size;
+    unsigned char *buffer;
+} ijm_midi_event; /* jack_midi_event_t */
+
+typedef struct {
+    void *(*port_get_buffer)(void *port, ijm_nframes nframes);
+    uint32_t (*midi_get_event_count)(void *buffer);
+    int (*midi_event_get)(ijm_midi_event *event, void *buffer, uint32_t index);
+    void (*midi_clear_buffer)(void *buffer);
+    int (*midi_event_write)(void *buffer, ijm_nframes time, const unsigned char *data, size_t size);
+    ijm_time (*get_time)(void);
+} ijm_api;
+
+#define IJM_MAX_BYTES 12
+#define IJM_RING 4096 /* a power of two */
+
+typedef struct {
+    ijm_time time_us;
+    uint32_t size;
+    unsigned char data[IJM_MAX_BYTES];
+} ijm_record;
+
+typedef struct {
+    ijm_record items[IJM_RING];
+    _Atomic uint64_t head; /* next to read; written by the consumer only */
+    _Atomic uint64_t tail; /* next to write; written by the producer only */
+} ijm_ring;
+
+enum { IJM_CYCLES, IJM_DROPPED_IN, IJM_DROPPED_OUT, IJM_FILTERED, IJM_COUNTERS };
+
+typedef struct {
+    ijm_api api;
+    void *client;
+    _Atomic(void *) in_port;
+    _Atomic(void *) out_port;
+    int wake_fd;
+    uint32_t sample_rate;
+    ijm_ring in, out;
+    ijm_time last_due_us; /* sender's side: due times never go backwards, so order is kept */
+    _Atomic uint64_t counters[IJM_COUNTERS];
+} ijm_state;
+
+static int ring_push(ijm_ring *ring, const ijm_record *record) {
+    uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
+    if (tail - atomic_load_explicit(&ring->head, memory_order_acquire) >= IJM_RING) return -1;
+    ring->items[tail & (IJM_RING - 1)] = *record;
+    atomic_store_explicit(&ring->tail, tail + 1, memory_order_release);
+    return 0;
+}
+
+static ijm_record *ring_peek(ijm_ring *ring) {
+    uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
+    if (head == atomic_load_explicit(&ring->tail, memory_order_acquire)) return NULL;
+    return &ring->items[head & (IJM_RING - 1)];
+}
+
+static void ring_pop(ijm_ring *ring) {
+    atomic_fetch_add_explicit(&ring->head, 1, memory_order_release);
+}
+
+static int dropped_on_input(const unsigned char *data, size_t size) {
+    if (size == 0 || size > IJM_MAX_BYTES) return 1;
+    return data[0] == 0xF0 || data[0] == 0xF1 || data[0] == 0xF8 || data[0] == 0xFE;
+}
+
+static void process_input(ijm_state *s, void *port, ijm_nframes nframes, ijm_time now_us) {
+    void *buffer = s->api.port_get_buffer(port, nframes);
+    uint32_t count = s->api.midi_get_event_count(buffer);
+    int queued = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        ijm_midi_event event;
+        if (s->api.midi_event_get(&event, buffer, i) != 0) continue;
+        if (dropped_on_input(event.buffer, event.size)) {
+            atomic_fetch_add_explicit(&s->counters[IJM_FILTERED], 1, memory_order_relaxed);
+            continue;
+        }
+        ijm_time offset_us = (ijm_time)event.time * 1000000u / s->sample_rate;
+        ijm_record record = {now_us + offset_us, (uint32_t)event.size, {0}};
+        memcpy(record.data, event.buffer, event.size);
+        if (ring_push(&s->in, &record) != 0) {
+            atomic_fetch_add_explicit(&s->counters[IJM_DROPPED_IN], 1, memory_order_relaxed);
+            continue;
+        }
+        queued = 1;
+    }
+    if (queued && s->wake_fd >= 0) {
+        ssize_t ignored = write(s->wake_fd, "", 1); /* non-blocking: a full pipe already wakes the reader */
+        (void)ignored;
+    }
+}
+
+static void process_output(ijm_state *s, void *port, ijm_nframes nframes, ijm_time now_us) {
+    void *buffer = s->api.port_get_buffer(port, nframes);
+    s->api.midi_clear_buffer(buffer);
+    ijm_time period_us = (ijm_time)nframes * 1000000u / s->sample_rate;
+    ijm_nframes earliest = 0; /* JACK wants event times in order within a cycle */
+    ijm_record *record;
+    while ((record = ring_peek(&s->out)) != NULL) {
+        ijm_nframes offset = 0;
+        if (record->time_us != 0) {
+            if (record->time_us > now_us) break; /* due later: it and all sent after it wait */
+            ijm_time late_us = now_us - record->time_us;
+            if (late_us < period_us) offset = (ijm_nframes)((period_us - late_us) * nframes / period_us);
+            if (offset >= nframes) offset = nframes - 1;
+        }
+        if (offset < earliest) offset = earliest;
+        if (s->api.midi_event_write(buffer, offset, record->data, record->size) != 0) break; /* full: next cycle */
+        earliest = offset;
+        ring_pop(&s->out);
+    }
+}
+
+int ijm_process(ijm_nframes nframes, void *arg) {
+    ijm_state *s = arg;
+    ijm_time now_us = s->api.get_time();
+    void *in_port = atomic_load_explicit(&s->in_port, memory_order_acquire);
+    void *out_port = atomic_load_explicit(&s->out_port, memory_order_acquire);
+    if (in_port != NULL) process_input(s, in_port, nframes, now_us);
+    if (out_port != NULL) process_output(s, out_port, nframes, now_us);
+    atomic_fetch_add_explicit(&s->counters[IJM_CYCLES], 1, memory_order_release);
+    return 0;
+}
+
+ijm_state *ijm_new(const ijm_api *api, void *client, int wake_fd, uint32_t sample_rate) {
+    ijm_state *s = calloc(1, sizeof(ijm_state));
+    if (s == NULL || sample_rate == 0) {
+        free(s);
+        return NULL;
+    }
+    s->sample_rate = sample_rate;
+    s->api = *api;
+    s->client = client;
+    s->wake_fd = wake_fd;
+    return s;
+}
+
+void ijm_free(ijm_state *s) { free(s); }
+
+/* The process callback stops touching a port from its next cycle on; the caller waits for one. */
+void ijm_set_ports(ijm_state *s, void *in_port, void *out_port) {
+    atomic_store_explicit(&s->in_port, in_port, memory_order_release);
+    atomic_store_explicit(&s->out_port, out_port, memory_order_release);
+}
+
+/* The next input message: its size (0: none), its bytes and its JACK time. One reader thread. */
+uint32_t ijm_read(ijm_state *s, ijm_time *time_us, unsigned char *data) {
+    ijm_record *record = ring_peek(&s->in);
+    if (record == NULL) return 0;
+    uint32_t size = record->size;
+    *time_us = record->time_us;
+    memcpy(data, record->data, size);
+    ring_pop(&s->in);
+    return size;
+}
+
+/* Queue a message due at `due_us` (JACK microseconds, 0: now). One sender at a time. -1: too long
+   or the ring is full (counted). */
+int ijm_send(ijm_state *s, ijm_time due_us, const unsigned char *data, uint32_t size) {
+    if (size == 0 || size > IJM_MAX_BYTES) return -1;
+    if (due_us != 0 && due_us < s->last_due_us) due_us = s->last_due_us;
+    if (due_us != 0) s->last_due_us = due_us;
+    ijm_record record = {due_us, size, {0}};
+    memcpy(record.data, data, size);
+    if (ring_push(&s->out, &record) != 0) {
+        atomic_fetch_add_explicit(&s->counters[IJM_DROPPED_OUT], 1, memory_order_relaxed);
+        return -1;
+    }
+    return 0;
+}
+
+/* Messages sent but not yet written to the port. */
+uint64_t ijm_unsent(ijm_state *s) {
+    return atomic_load_explicit(&s->out.tail, memory_order_acquire) -
+           atomic_load_explicit(&s->out.head, memory_order_acquire);
+}
+
+uint64_t ijm_counter(ijm_state *s, int which) {
+    if (which < 0 || which >= IJM_COUNTERS) return 0;
+    return atomic_load_explicit(&s->counters[which], memory_order_acquire);
+}

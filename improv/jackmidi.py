@@ -1,0 +1,299 @@
+"""improv's own JACK MIDI client: one client "improv" with ports "in" and "out", whose realtime
+process callback is native code (improv/_jackmidi.c), driven through libjack with ctypes.
+
+Against python-rtmidi's JACK backend it buys: one client woken per period instead of two; no Python
+and no GIL on JACK's thread (the input is read by a Python thread that sleeps on a pipe); input
+timestamped by JACK's frame clock; and output that is handed over a little early with its due time
+and placed at its exact frame, so neither Python's wake-up jitter nor the period decides when a
+note sounds. It is used for `backend: jack` when the native part was built at install; otherwise
+improv falls back to python-rtmidi's JACK backend.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib.machinery
+import os
+import select
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from improv.errors import PortError
+
+MIDI_TYPE = b"8 bit raw midi"
+PORT_IS_INPUT, PORT_IS_OUTPUT = 0x1, 0x2
+NO_START_SERVER = 0x01
+MAX_BYTES = 12  # IJM_MAX_BYTES in _jackmidi.c
+RING_SIZE = 4096  # IJM_RING
+DRAIN_LIMIT_S = 0.5  # at close: how long unsent messages may take to leave
+HANDOVER_MARGIN_S = 0.001  # handed over this long plus one period before due: covers the sender's wake-up
+HANDOVER_MAX_S = 0.010  # never earlier than this (the model's time step)
+OFFSET_REFRESH_S = 1.0  # JACK's clock is CLOCK_MONOTONIC_RAW, which NTP does not slew: re-read the offset
+COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3}
+
+
+class _MidiEvent(ctypes.Structure):
+    _fields_ = [("time", ctypes.c_uint32), ("size", ctypes.c_size_t), ("buffer", ctypes.c_void_p)]
+
+
+class _Api(ctypes.Structure):
+    """The libjack functions the process callback calls (ijm_api in _jackmidi.c, same order)."""
+
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "jack_port_get_buffer", "jack_midi_get_event_count", "jack_midi_event_get", "jack_midi_clear_buffer",
+        "jack_midi_event_write", "jack_get_time")]
+
+
+_loaded: tuple | None = None
+
+
+def _load() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
+    """(libjack, the native callback library), or None when either is missing."""
+    global _loaded
+    if _loaded is None:
+        _loaded = (_load_libjack(), _load_native())
+    return None if None in _loaded else _loaded
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def _load_libjack() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("jack")
+    try:
+        jack = ctypes.CDLL(name or "libjack.so.0")
+    except OSError:
+        return None
+    P, U32, U64, S, I = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_int
+    signatures = {
+        "jack_client_open": (P, [S, I, ctypes.POINTER(I)]), "jack_client_close": (I, [P]),
+        "jack_get_client_name": (S, [P]), "jack_activate": (I, [P]), "jack_deactivate": (I, [P]),
+        "jack_set_process_callback": (I, [P, P, P]), "jack_port_register": (P, [P, S, S, ctypes.c_ulong, ctypes.c_ulong]),
+        "jack_port_name": (S, [P]), "jack_connect": (I, [P, S, S]), "jack_disconnect": (I, [P, S, S]),
+        "jack_port_connected_to": (I, [P, S]), "jack_get_ports": (P, [P, S, S, ctypes.c_ulong]), "jack_free": (None, [P]),
+        "jack_get_time": (U64, []), "jack_get_buffer_size": (U32, [P]), "jack_get_sample_rate": (U32, [P]),
+    }
+    for function, (restype, argtypes) in signatures.items():
+        getattr(jack, function).restype = restype
+        getattr(jack, function).argtypes = argtypes
+    return jack
+
+
+def _load_native() -> ctypes.CDLL | None:
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_jackmidi{suffix}"
+        if path.exists():
+            native = ctypes.CDLL(str(path))
+            P, U32, U64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
+            for function, restype, argtypes in (
+                    ("ijm_new", P, [P, P, ctypes.c_int, U32]), ("ijm_free", None, [P]), ("ijm_set_ports", None, [P, P, P]),
+                    ("ijm_read", U32, [P, ctypes.POINTER(U64), ctypes.c_char_p]),
+                    ("ijm_send", ctypes.c_int, [P, U64, ctypes.c_char_p, U32]), ("ijm_unsent", U64, [P]),
+                    ("ijm_counter", U64, [P, ctypes.c_int])):
+                getattr(native, function).restype = restype
+                getattr(native, function).argtypes = argtypes
+            return native
+    return None
+
+
+class JackMidiClient:
+    """One JACK client with one MIDI input and one MIDI output. The input and output ports of
+    improv.ports share it (see `acquire`); it closes when the last of them lets go."""
+
+    _open: dict[str, "JackMidiClient"] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def acquire(cls, client_name: str, clock: Callable[[], float] = time.monotonic) -> "JackMidiClient":
+        with cls._lock:
+            client = cls._open.get(client_name)
+            if client is None:
+                client = cls._open[client_name] = cls(client_name, clock)
+            client.users += 1
+            return client
+
+    def release(self) -> None:
+        with JackMidiClient._lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            JackMidiClient._open.pop(self.requested_name, None)
+        self.close()
+
+    def __init__(self, client_name: str, clock: Callable[[], float] = time.monotonic):
+        from improv.ports import quiet_stderr
+
+        loaded = _load()
+        if loaded is None:
+            raise PortError("improv's native JACK client is not built (reinstall improv with a C compiler)")
+        self.jack, self.native = loaded
+        self.requested_name, self.users, self.clock = client_name, 0, clock
+        status = ctypes.c_int(0)
+        with quiet_stderr():
+            self.client = self.jack.jack_client_open(client_name.encode(), NO_START_SERVER, ctypes.byref(status))
+        if not self.client:
+            raise PortError(f"cannot open a JACK client (status 0x{status.value:x}); start a JACK server first "
+                            "(jackd -d dummy -r 48000 -p 64)")
+        self.name = self.jack.jack_get_client_name(self.client).decode()
+        self.in_port = self.jack.jack_port_register(self.client, b"in", MIDI_TYPE, PORT_IS_INPUT, 0)
+        self.out_port = self.jack.jack_port_register(self.client, b"out", MIDI_TYPE, PORT_IS_OUTPUT, 0)
+        if not self.in_port or not self.out_port:
+            self.jack.jack_client_close(self.client)
+            raise PortError(f"JACK refused to register MIDI ports for client {self.name!r}")
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)  # the realtime callback must never block on it
+        os.set_blocking(self._wake_read, False)
+        self._api = _Api(*(ctypes.cast(getattr(self.jack, name), ctypes.c_void_p) for name, _ in _Api._fields_))
+        rate = self.jack.jack_get_sample_rate(self.client)
+        self.state = self.native.ijm_new(ctypes.byref(self._api), self.client, self._wake_write, rate)
+        if not self.state:
+            self.jack.jack_client_close(self.client)
+            raise PortError(f"cannot set up JACK client {self.name!r} (sample rate {rate})")
+        process = ctypes.cast(self.native.ijm_process, ctypes.c_void_p)
+        self.jack.jack_set_process_callback(self.client, process, self.state)
+        self.native.ijm_set_ports(self.state, self.in_port, self.out_port)
+        if self.jack.jack_activate(self.client) != 0:
+            self._free()
+            raise PortError(f"JACK would not activate client {self.name!r}")
+        self.period_s = self.jack.jack_get_buffer_size(self.client) / rate
+        # Sent this long before due, a note reaches the callback before the cycle that plays it.
+        self.handover_s = min(self.period_s + HANDOVER_MARGIN_S, HANDOVER_MAX_S)
+        self._offset_s, self._offset_read_s = self._clock_offset_s(), self.clock()
+        self._send_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._enqueue: Callable | None = None
+        self._closed = False
+
+    def offset_s(self) -> float:
+        """`clock` minus JACK's clock in seconds, read again once a second (a few microseconds)."""
+        if self.clock() - self._offset_read_s > OFFSET_REFRESH_S:
+            self._offset_s, self._offset_read_s = self._clock_offset_s(), self.clock()
+        return self._offset_s
+
+    def _clock_offset_s(self, samples: int = 20) -> float:
+        """`clock` minus JACK's microsecond clock, from the tightest of a few bracketed readings."""
+        best = None
+        for _ in range(samples):
+            before = self.clock()
+            jack_s = self.jack.jack_get_time() / 1e6
+            after = self.clock()
+            if best is None or after - before < best[0]:
+                best = (after - before, (before + after) / 2 - jack_s)
+        return best[1]
+
+    def port_name(self, direction: str) -> str:
+        return self.jack.jack_port_name(self.in_port if direction == "in" else self.out_port).decode()
+
+    def peers(self, direction: str) -> list[str]:
+        """The other MIDI ports our `direction` port could connect to (outputs for our input)."""
+        flags = PORT_IS_OUTPUT if direction == "in" else PORT_IS_INPUT
+        names = self.jack.jack_get_ports(self.client, None, MIDI_TYPE, flags)
+        if not names:
+            return []
+        try:
+            array = ctypes.cast(names, ctypes.POINTER(ctypes.c_char_p))
+            found, i = [], 0
+            while array[i] is not None:
+                found.append(array[i].decode())
+                i += 1
+        finally:
+            self.jack.jack_free(names)
+        own = f"{self.name}:"
+        return [name for name in found if not name.startswith(own)]
+
+    def connect(self, direction: str, peer: str) -> None:
+        source, destination = (peer, self.port_name("in")) if direction == "in" else (self.port_name("out"), peer)
+        result = self.jack.jack_connect(self.client, source.encode(), destination.encode())
+        if result not in (0, 17):  # 17 = EEXIST: already connected
+            raise PortError(f"JACK would not connect {source} to {destination} (error {result})")
+
+    def disconnect(self, direction: str, peer: str) -> None:
+        source, destination = (peer, self.port_name("in")) if direction == "in" else (self.port_name("out"), peer)
+        self.jack.jack_disconnect(self.client, source.encode(), destination.encode())
+
+    def connected_to(self, direction: str, peer: str) -> bool:
+        port = self.in_port if direction == "in" else self.out_port
+        return bool(self.jack.jack_port_connected_to(port, peer.encode()))
+
+    # -- input ------------------------------------------------------------------------------------
+    def listen(self, enqueue: Callable) -> None:
+        """Deliver each input message as enqueue(RawInput) from a reader thread; stale ones are dropped."""
+        from improv.ports import RawInput
+
+        self._drain(lambda *_: None)
+        self._enqueue = enqueue
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read_loop, args=(RawInput,), name="improv-jack-in",
+                                            daemon=True)
+            self._reader.start()
+
+    def stop_listening(self) -> None:
+        self._enqueue = None
+
+    def _read_loop(self, raw_input) -> None:
+        emptied = True
+        while not self._closed:
+            # The callback writes a byte after queueing input; a ring left unemptied is read on at once.
+            select.select([self._wake_read], [], [], None if emptied else 0)
+            try:
+                os.read(self._wake_read, 4096)
+            except BlockingIOError:
+                pass
+            except OSError:
+                return
+            enqueue = self._enqueue
+            emptied = self._drain((lambda t, data: enqueue(raw_input(t, data))) if enqueue is not None
+                                  else (lambda *_: None))
+
+    def _drain(self, deliver) -> bool:
+        """Deliver at most one ring's worth (under a flood the ring never empties and the caller
+        must get on); True when the ring was emptied."""
+        time_us, data = ctypes.c_uint64(0), ctypes.create_string_buffer(MAX_BYTES)
+        for _ in range(RING_SIZE):
+            if self._closed:
+                return True
+            size = self.native.ijm_read(self.state, ctypes.byref(time_us), data)
+            if size == 0:
+                return True
+            deliver(time_us.value / 1e6 + self.offset_s(), list(data.raw[:size]))
+        return False
+
+    # -- output -----------------------------------------------------------------------------------
+    def send(self, data: list[int], due_s: float | None = None) -> None:
+        """Queue a message for the next cycle, or, with `due_s` (on `clock`), for the first cycle at or
+        after its due time, at its offset in the period before."""
+        due_us = 0 if due_s is None else max(1, round((due_s - self.offset_s()) * 1e6))
+        with self._send_lock:
+            if self._closed or self.native.ijm_send(self.state, due_us, bytes(data), len(data)) != 0:
+                raise PortError(f"cannot send {len(data)} bytes to {self.port_name('out')}: "
+                                + ("closed" if self._closed else "message too long or output queue full"))
+
+    def counter(self, name: str) -> int:
+        return int(self.native.ijm_counter(self.state, COUNTERS[name]))
+
+    # -- closing ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Let the messages already sent leave, then deactivate (which waits for the callback to
+        return) and close. Nothing runs Python on JACK's thread, so nothing can hang on the GIL."""
+        if self._closed:
+            return
+        deadline = time.monotonic() + DRAIN_LIMIT_S
+        while self.native.ijm_unsent(self.state) and time.monotonic() < deadline:
+            time.sleep(self.period_s)
+        self._closed = True
+        os.write(self._wake_write, b"\0")  # the reader wakes, sees _closed, and ends
+        if self._reader is not None:
+            self._reader.join(timeout=1.0)
+        self._free()
+
+    def _free(self) -> None:
+        self.jack.jack_deactivate(self.client)
+        self.jack.jack_client_close(self.client)
+        self.native.ijm_free(self.state)
+        os.close(self._wake_read)
+        os.close(self._wake_write)

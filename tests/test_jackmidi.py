@@ -1,0 +1,120 @@
+"""improv's own JACK client (improv/jackmidi.py and its native callback), through a real JACK server."""
+
+import time
+
+import pytest
+
+from improv import jackmidi
+from improv.ports import JackInputPort, JackOutputPort, ProbeClient, open_input, open_output, virtual_port_names
+
+pytestmark = [pytest.mark.jack,
+              pytest.mark.skipif(not jackmidi.available(), reason="the native JACK client was not built")]
+SLACK_S = 0.001  # the clock mapping is read to microseconds; this is generous
+
+
+@pytest.fixture
+def probe(jack):
+    probe = ProbeClient("jack", "jm-probe")
+    yield probe
+    probe.close()
+
+
+def wait_for(condition, timeout_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return condition()
+
+
+def test_input_and_output_are_one_client_named_improv(jack):
+    received = []
+    inp = open_input("jack", "jm-one", None, received.append)
+    out = open_output("jack", "jm-one", None)
+    try:
+        assert isinstance(inp, JackInputPort) and isinstance(out, JackOutputPort)
+        assert (inp.name, out.name) == virtual_port_names("jack", "jm-one") == ("jm-one:in", "jm-one:out")
+        assert inp.client is out.client
+        assert out.handover_s > 0
+    finally:
+        inp.close()
+        out.close()
+    assert "jm-one" not in jackmidi.JackMidiClient._open  # the last user closed the client
+
+
+def test_input_is_stamped_on_the_monotonic_clock_between_send_and_arrival(probe):
+    received, arrived = [], []
+    port = open_input("jack", "jm-in", None, lambda raw: (received.append(raw), arrived.append(time.monotonic())))
+    try:
+        probe.connect("jm-in:in", "jm-in:out")
+        for i in range(20):
+            sent_s = probe.send(0x90, 60 + i, 90 - i)
+            assert wait_for(lambda: len(received) > i), f"message {i} never arrived"
+            assert sent_s - SLACK_S <= received[i].time_s <= arrived[i] + SLACK_S
+            assert received[i].data == [0x90, 60 + i, 90 - i]
+    finally:
+        port.close()
+
+
+def test_sysex_clock_and_sensing_are_dropped_before_python_and_counted(probe):
+    received = []
+    port = open_input("jack", "jm-filter", None, received.append)
+    try:
+        probe.connect("jm-filter:in", "jm-filter:out")
+        for data in ([0xF0, 0x7E, 0x7F, 0x06, 0x01, 0xF7], [0xF8], [0xFE], [0x80, 60, 0]):
+            probe.send(*data)
+        assert wait_for(lambda: received)
+        time.sleep(0.05)
+        assert [raw.data for raw in received] == [[0x80, 60, 0]]
+        assert port.client.counter("filtered") == 3
+    finally:
+        port.close()
+
+
+def test_a_timed_message_arrives_at_its_due_time_never_before_and_in_order(probe):
+    out = open_output("jack", "jm-out", None)
+    try:
+        probe.connect("jm-out:in", "jm-out:out")
+        probe.drain()
+        start = time.monotonic() + 0.05
+        dues = [start + 0.007 * i for i in range(20)]
+        for i, due in enumerate(dues):
+            out.send([0x90, 40 + i, 80], due)
+        assert wait_for(lambda: len(probe.pending()) == 20, 2.0)
+        arrivals = probe.drain()
+        assert [m[1] for _, m in arrivals] == [40 + i for i in range(20)]
+        for (arrived_s, _), due in zip(arrivals, dues):
+            assert arrived_s >= due - SLACK_S, f"arrived {1000 * (due - arrived_s):.2f} ms before it was due"
+    finally:
+        out.close()
+
+
+def test_a_message_sent_at_once_never_overtakes_one_sent_before_it(probe):
+    # A note-on handed over early, then its note-off at once (the player cut in): the note-off
+    # must not leave first, or the note would sound for ever.
+    out = open_output("jack", "jm-order", None)
+    try:
+        probe.connect("jm-order:in", "jm-order:out")
+        probe.drain()
+        out.send([0x90, 64, 80], time.monotonic() + 0.03)
+        out.send([0x80, 64, 0])
+        assert wait_for(lambda: len(probe.pending()) == 2)
+        assert [m[0] for _, m in probe.drain()] == [0x90, 0x80]
+    finally:
+        out.close()
+
+
+def test_connected_by_name_and_the_loss_of_that_port_is_seen(jack):
+    keys = ProbeClient("jack", "jm-stage").open_virtual()
+    received = []
+    port = open_input("jack", "jm-byname", "jm-stage-keys", received.append)
+    try:
+        assert port.name == "jm-stage-keys:keys" and port.still_connected()
+        time.sleep(0.1)
+        keys.send(0x90, 61, 70)
+        assert wait_for(lambda: received)
+    finally:
+        keys.close()  # the keyboard is unplugged
+    try:
+        assert wait_for(lambda: not port.still_connected())
+    finally:
+        port.close()
