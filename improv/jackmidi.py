@@ -2,11 +2,11 @@
 process callback is native code (improv/_jackmidi.c), driven through libjack with ctypes.
 
 Against python-rtmidi's JACK backend it buys: one client woken per period instead of two; no Python
-and no GIL on JACK's thread (the input is read by a Python thread that sleeps on a pipe); input
-timestamped by JACK's frame clock; and output that is handed over a little early with its due time
-and placed at its exact frame, so neither Python's wake-up jitter nor the period decides when a
-note sounds. It is used for `backend: jack` when the native part was built at install; otherwise
-improv falls back to python-rtmidi's JACK backend.
+and no GIL on JACK's thread (the input is read by a Python thread that sleeps on a pipe, so closing
+can never hang on the GIL); input stamped when the callback first sees it; and output handed over a
+period early with its due time, which the callback sends in the first cycle at or after it, so the
+engine thread's wake-up jitter never moves a note. It is used for `backend: jack` when the native
+part was built at install; otherwise improv falls back to python-rtmidi's JACK backend.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ NO_START_SERVER = 0x01
 MAX_BYTES = 12  # IJM_MAX_BYTES in _jackmidi.c
 RING_SIZE = 4096  # IJM_RING
 DRAIN_LIMIT_S = 0.5  # at close: how long unsent messages may take to leave
-HANDOVER_MARGIN_S = 0.001  # handed over this long plus one period before due: covers the sender's wake-up
-HANDOVER_MAX_S = 0.010  # never earlier than this (the model's time step)
+# A message goes out in the first cycle at or after its due time, so it only has to be in the ring
+# by then: handed over this long before due, the engine thread may wake this late and no note moves.
+# Well under the model's 10 ms time step, so the model's context is the same either way.
+HANDOVER_S = 0.002
 OFFSET_REFRESH_S = 1.0  # JACK's clock is CLOCK_MONOTONIC_RAW, which NTP does not slew: re-read the offset
 COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3}
 
@@ -161,8 +163,7 @@ class JackMidiClient:
             self._free()
             raise PortError(f"JACK would not activate client {self.name!r}")
         self.period_s = self.jack.jack_get_buffer_size(self.client) / rate
-        # Sent this long before due, a note reaches the callback before the cycle that plays it.
-        self.handover_s = min(self.period_s + HANDOVER_MARGIN_S, HANDOVER_MAX_S)
+        self.handover_s = HANDOVER_S
         self._offset_s, self._offset_read_s = self._clock_offset_s(), self.clock()
         self._send_lock = threading.Lock()
         self._reader: threading.Thread | None = None

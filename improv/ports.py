@@ -34,6 +34,7 @@ CC_ALL_NOTES_OFF = 123
 CC_SUSTAIN = 64
 PORT_SETTLE_S = 0.2  # a new connection carries messages only from the next cycles on: wait before the first
 CALLBACK_SETTLE_S = 0.02  # no input callback for this long after the port is gone: the last has ended
+CALLBACK_QUIET_WINDOWS = 3
 CALLBACK_DRAIN_LIMIT_S = 2.0
 
 NO_MIDI_HELP = {
@@ -342,21 +343,33 @@ def close_rtmidi(port, callbacks_so_far: Callable[[], int] | None = None) -> Non
     callback waiting for the GIL, it dies holding the GIL's lock and the whole process hangs (or
     the callback runs on freed memory). So the port is unregistered first (nothing new arrives; the
     callback stays), the GIL is let go until the callbacks already under way have finished (a busy
-    cycle can hold thousands), and only then are the callback and the client dropped."""
+    cycle can hold thousands; a callback still waiting for the GIL looks quiet for a window, so
+    several quiet windows in a row are needed), and only then are the callback and the client
+    dropped. If they never settle, the client is left open: a leak is better than a hang."""
     from rtmidi._rtmidi import MidiBase
 
-    with contextlib.suppress(Exception):
+    try:
         MidiBase.close_port(port)  # the base class's close keeps the callback, unlike MidiIn's
-    if callbacks_so_far is not None:
-        deadline = time.monotonic() + CALLBACK_DRAIN_LIMIT_S
-        while time.monotonic() < deadline:
-            before = callbacks_so_far()
-            time.sleep(CALLBACK_SETTLE_S)
-            if callbacks_so_far() == before:
-                break
+    except Exception:
+        if callbacks_so_far is not None:
+            return  # the port may still deliver: leave the client alone
+    if callbacks_so_far is not None and not _callbacks_settled(callbacks_so_far):
+        return
     with contextlib.suppress(Exception):
         port.close_port()
         port.delete()
+
+
+def _callbacks_settled(callbacks_so_far: Callable[[], int]) -> bool:
+    deadline = time.monotonic() + CALLBACK_DRAIN_LIMIT_S
+    quiet = 0
+    while time.monotonic() < deadline:
+        before = callbacks_so_far()
+        time.sleep(CALLBACK_SETTLE_S)
+        quiet = quiet + 1 if callbacks_so_far() == before else 0
+        if quiet >= CALLBACK_QUIET_WINDOWS:
+            return True
+    return False
 
 
 class ProbeClient:

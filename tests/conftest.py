@@ -49,7 +49,7 @@ def pytest_pyfunc_call(pyfuncitem):
         except AssertionError as failure:
             missed = JackServer.xruns_so_far() - xruns_before
             if missed == 0 or attempt == XRUN_RERUNS:
-                if missed:
+                if missed and hasattr(failure, "add_note"):  # Python 3.11+
                     failure.add_note(f"JACK missed {missed} cycles (xruns) during run {attempt + 1} of {XRUN_RERUNS + 1}")
                 raise
             first_line = next((line for line in str(failure).splitlines() if line.strip()), "")
