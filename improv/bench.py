@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -360,10 +361,11 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
 
     results: dict = {"jack_client": "native" if virtual_port_names(backend)[0] == "improv:in" else "rtmidi"}
     for mode in ("call-response", "continuous"):
+        log = tempfile.TemporaryFile("w+")  # read only when something went wrong; a pipe could fill and block it
         daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", backend, "--no-record",
                                    "--model", str(model_path), "--mode", mode, "--silence-ms", str(silence_ms),
                                    "--response-ms", str(CONTINUOUS_PLAY_ON_MS)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.DEVNULL, stderr=log, text=True)
         client = ProbeClient("jack", f"bench-{mode}")
         try:
             client.connect(*virtual_port_names(backend))
@@ -389,6 +391,10 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
                 time.sleep(0.1)
             key = "reaction_ms" if mode == "continuous" else "answer_after_silence_ms"
             results[key] = reaction_summary_ms(reactions)
+            if len(reactions) < phrases:
+                log.seek(0)
+                print(f"improv bench: {phrases - len(reactions)} of {phrases} {mode} phrases had no note from improv "
+                      f"(a message lost by JACK, or improv stuck); its log ends:\n{log.read()[-1500:]}", file=sys.stderr)
             if mode == "call-response":
                 results["rss_mib"] = round(process_rss_mib(daemon.pid), 1)
         finally:
@@ -398,6 +404,7 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
                 daemon.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+            log.close()
     period_ms = jack_period_ms()
     results["jack_period_ms"] = round(period_ms, 3) if period_ms is not None else None
     kind = "jack" if results["jack_client"] == "native" else "jack-rtmidi"
