@@ -1,10 +1,12 @@
 """A real JACK server for the tests that are about ports, and improv run as a real process.
 
 Each test module starts its own server (dummy driver, realtime when allowed, the first free name of
-improv-test-0..7, see `improv.bench.start_jackd`) so runs never share a graph. The period is 256
-frames (5.3 ms at 48 kHz; IMPROV_TEST_JACK_PERIOD changes it): on these shared 2-core VMs a 64-frame
-period makes JACK miss cycles (xruns) several times a second even with an idle client, and a missed
-cycle loses or repeats that cycle's MIDI. `improv bench` measures at 64 frames; these tests check
+improv-test-0..7, see `improv.bench.start_jackd`) so runs never share a graph. The period is 512
+frames (10.7 ms at 48 kHz; IMPROV_TEST_JACK_PERIOD changes it): on these shared 2-core VMs JACK
+misses cycles (xruns) when the VM wakes it late, and a missed cycle loses, repeats or garbles that
+cycle's MIDI. Playing a 23 s file to a listener, 256 frames missed 67 to 875 cycles a run and
+garbled notes in about half the runs (with python-rtmidi's client and improv's own alike); 512
+frames missed 2 to 6 and garbled none; 1024 frames missed none. `improv bench` measures at 64 frames; these tests check
 behaviour. Without jackd the tests skip with the reason; with IMPROV_REQUIRE_JACK=1 (set by
 .ci/run, which installs jackd2) a missing jackd is a failure instead.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-PERIOD_FRAMES, RATE = int(os.environ.get("IMPROV_TEST_JACK_PERIOD", "256")), 48000
+PERIOD_FRAMES, RATE = int(os.environ.get("IMPROV_TEST_JACK_PERIOD", "512")), 48000
 
 
 def require_jackd() -> str:
