@@ -131,7 +131,7 @@ class Daemon:
         self.engine = Engine(model, config, self.start_s)
         self.engine.emit = lambda event: self._send([event], self.clock())  # a due note leaves at once
         midi = config.midi
-        self.output = open_output(backend, midi.client_name, midi.output)
+        self.output = open_output(backend, midi.client_name, midi.output, clock)
         try:
             self.input = open_input(backend, midi.client_name, midi.input, self.queue.put, clock)
         except BaseException:
@@ -299,7 +299,7 @@ class Daemon:
                 pass
         if self.output is None:
             try:
-                self.output = self.guard.port = open_output(self.backend, midi.client_name, midi.output)
+                self.output = self.guard.port = open_output(self.backend, midi.client_name, midi.output, self.clock)
                 log.info("output port %s is back: playing again", self.output.name)
             except PortError:
                 pass

@@ -37,10 +37,6 @@ OFFSET_REFRESH_S = 1.0  # JACK's clock is CLOCK_MONOTONIC_RAW, which NTP does no
 COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3}
 
 
-class _MidiEvent(ctypes.Structure):
-    _fields_ = [("time", ctypes.c_uint32), ("size", ctypes.c_size_t), ("buffer", ctypes.c_void_p)]
-
-
 class _Api(ctypes.Structure):
     """The libjack functions the process callback calls (ijm_api in _jackmidi.c, same order)."""
 
@@ -70,14 +66,24 @@ def _load_libjack() -> ctypes.CDLL | None:
         jack = ctypes.CDLL(name or "libjack.so.0")
     except OSError:
         return None
-    P, U32, U64, S, I = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_int
+    P, U32, U64, S, I, UL = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_int, ctypes.c_ulong
     signatures = {
-        "jack_client_open": (P, [S, I, ctypes.POINTER(I)]), "jack_client_close": (I, [P]),
-        "jack_get_client_name": (S, [P]), "jack_activate": (I, [P]), "jack_deactivate": (I, [P]),
-        "jack_set_process_callback": (I, [P, P, P]), "jack_port_register": (P, [P, S, S, ctypes.c_ulong, ctypes.c_ulong]),
-        "jack_port_name": (S, [P]), "jack_connect": (I, [P, S, S]), "jack_disconnect": (I, [P, S, S]),
-        "jack_port_connected_to": (I, [P, S]), "jack_get_ports": (P, [P, S, S, ctypes.c_ulong]), "jack_free": (None, [P]),
-        "jack_get_time": (U64, []), "jack_get_buffer_size": (U32, [P]), "jack_get_sample_rate": (U32, [P]),
+        "jack_client_open": (P, [S, I, ctypes.POINTER(I)]),
+        "jack_client_close": (I, [P]),
+        "jack_get_client_name": (S, [P]),
+        "jack_activate": (I, [P]),
+        "jack_deactivate": (I, [P]),
+        "jack_set_process_callback": (I, [P, P, P]),
+        "jack_port_register": (P, [P, S, S, UL, UL]),
+        "jack_port_name": (S, [P]),
+        "jack_connect": (I, [P, S, S]),
+        "jack_disconnect": (I, [P, S, S]),
+        "jack_port_connected_to": (I, [P, S]),
+        "jack_get_ports": (P, [P, S, S, UL]),
+        "jack_free": (None, [P]),
+        "jack_get_time": (U64, []),
+        "jack_get_buffer_size": (U32, [P]),
+        "jack_get_sample_rate": (U32, [P]),
     }
     for function, (restype, argtypes) in signatures.items():
         getattr(jack, function).restype = restype
@@ -93,9 +99,12 @@ def _load_native() -> ctypes.CDLL | None:
             native = ctypes.CDLL(str(path))
             P, U32, U64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
             for function, restype, argtypes in (
-                    ("ijm_new", P, [P, P, ctypes.c_int, U32]), ("ijm_free", None, [P]), ("ijm_set_ports", None, [P, P, P]),
+                    ("ijm_new", P, [P, P, ctypes.c_int, U32]),
+                    ("ijm_free", None, [P]),
+                    ("ijm_set_ports", None, [P, P, P]),
                     ("ijm_read", U32, [P, ctypes.POINTER(U64), ctypes.c_char_p]),
-                    ("ijm_send", ctypes.c_int, [P, U64, ctypes.c_char_p, U32]), ("ijm_unsent", U64, [P]),
+                    ("ijm_send", ctypes.c_int, [P, U64, ctypes.c_char_p, U32]),
+                    ("ijm_unsent", U64, [P]),
                     ("ijm_counter", U64, [P, ctypes.c_int])):
                 getattr(native, function).restype = restype
                 getattr(native, function).argtypes = argtypes

@@ -323,9 +323,10 @@ def open_input(backend: str, client_name: str, port: str | None, enqueue: Callab
     return InputPort(backend, client_name, port, enqueue, clock)
 
 
-def open_output(backend: str, client_name: str, port: str | None) -> OutputPort | JackOutputPort:
+def open_output(backend: str, client_name: str, port: str | None,
+                clock: Callable[[], float] = time.monotonic) -> OutputPort | JackOutputPort:
     if _native_jack(backend):
-        return JackOutputPort(client_name, port)
+        return JackOutputPort(client_name, port, clock)
     return OutputPort(backend, client_name, port)
 
 
