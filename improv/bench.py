@@ -278,33 +278,38 @@ def _idle_cpu_percent(pid: int, seconds: float = 5.0) -> float:
     return round(100 * (_proc_cpu_s(pid) - cpu_before) / (time.monotonic() - started), 3)
 
 
-JACK_FLOOR_SCRIPTS = {
-    "jack-rtmidi": """
+JACK_FLOOR_SCRIPTS = {  # (script, its input port, its output port)
+    "jack-rtmidi": ("""
 import time, rtmidi
 api = rtmidi.API_UNIX_JACK
 midi_in, midi_out = rtmidi.MidiIn(rtapi=api, name="floor-in"), rtmidi.MidiOut(rtapi=api, name="floor-out")
 midi_in.open_virtual_port("in"); midi_out.open_virtual_port("out")
 time.sleep(60)
-""",
-    "jack": """
+""", "floor-in:in", "floor-out:out"),
+    "jack": ("""
 import time
 from improv.jackmidi import JackMidiClient
 client = JackMidiClient.acquire("floor")
 time.sleep(60)
-""",
+""", "floor:in", "floor:out"),
 }
 
 
 def jack_client_floor_cpu(backend: str = "jack") -> float:
     """Idle CPU of a process that only holds a MIDI input and output open under JACK through the
-    same kind of client as improv's: JACK wakes each client every period, so this is the floor
-    under any JACK MIDI program's idle CPU."""
-    process = subprocess.Popen([sys.executable, "-c", JACK_FLOOR_SCRIPTS[backend]], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    same kind of client as improv's, connected to a client as improv's are in the benchmark: JACK
+    wakes each client every period, so this is the floor under any JACK MIDI program's idle CPU."""
+    from improv.ports import ProbeClient
+
+    script, floor_in, floor_out = JACK_FLOOR_SCRIPTS[backend]
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = ProbeClient("jack", "bench-floor")
     try:
-        time.sleep(1.5)
+        client.connect(to_port=floor_in, from_port=floor_out)
+        time.sleep(1.0)
         return _idle_cpu_percent(process.pid, IDLE_SECONDS)
     finally:
+        client.close()
         process.kill()
         process.wait()
 
