@@ -11,8 +11,9 @@ libjack functions this file calls in `ijm_api` (so it needs no JACK headers or l
   frame-to-time estimates: on a virtual machine whose timer wakes late they were measured off by
   several milliseconds (input stamped 6 ms late, output 15 ms late).
 - input: each message of up to IJM_MAX_BYTES bytes goes into a single-producer single-consumer
-  ring, stamped with the callback's start (plus its offset in the cycle): the moment improv could
-  first hear it, never before it was sent. A byte is written to `wake_fd` so a reader thread
+  ring, stamped with the callback's start: the moment improv could first hear it, never before it
+  was sent and never later than the reader sees it (its offset in the cycle is not added: that
+  would stamp it in the future). A byte is written to `wake_fd` so a reader thread
   waiting in select() wakes. Sysex, MIDI time code, clock and active sensing are dropped here.
 - output: messages come through another such ring, each with a due time in JACK microseconds
   (0: as soon as possible), and leave in the order they were sent. A message goes out in the first
@@ -23,6 +24,7 @@ libjack functions this file calls in `ijm_api` (so it needs no JACK headers or l
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 typedef uint32_t ijm_nframes;
@@ -106,8 +108,7 @@ static void process_input(ijm_state *s, void *port, ijm_nframes nframes, ijm_tim
             atomic_fetch_add_explicit(&s->counters[IJM_FILTERED], 1, memory_order_relaxed);
             continue;
         }
-        ijm_time offset_us = (ijm_time)event.time * 1000000u / s->sample_rate;
-        ijm_record record = {now_us + offset_us, (uint32_t)event.size, {0}};
+        ijm_record record = {now_us, (uint32_t)event.size, {0}};
         memcpy(record.data, event.buffer, event.size);
         if (ring_push(&s->in, &record) != 0) {
             atomic_fetch_add_explicit(&s->counters[IJM_DROPPED_IN], 1, memory_order_relaxed);
@@ -159,6 +160,10 @@ ijm_state *ijm_new(const ijm_api *api, void *client, int wake_fd, uint32_t sampl
         free(s);
         return NULL;
     }
+    /* Touch every page now (and keep them in memory where allowed), so the realtime callback never
+       takes a page fault on first use of a ring. */
+    for (size_t i = 0; i < sizeof(ijm_state); i += 4096) ((volatile unsigned char *)s)[i] = 0;
+    (void)mlock(s, sizeof(ijm_state));
     s->sample_rate = sample_rate;
     s->api = *api;
     s->client = client;
@@ -166,7 +171,10 @@ ijm_state *ijm_new(const ijm_api *api, void *client, int wake_fd, uint32_t sampl
     return s;
 }
 
-void ijm_free(ijm_state *s) { free(s); }
+void ijm_free(ijm_state *s) {
+    (void)munlock(s, sizeof(ijm_state));
+    free(s);
+}
 
 /* The process callback stops touching a port from its next cycle on; the caller waits for one. */
 void ijm_set_ports(ijm_state *s, void *in_port, void *out_port) {

@@ -11,9 +11,11 @@ part was built at install; otherwise improv falls back to python-rtmidi's JACK b
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import importlib.machinery
+import logging
 import os
 import select
 import threading
@@ -23,12 +25,15 @@ from typing import Callable
 
 from improv.errors import PortError
 
+log = logging.getLogger("improv")
+
 MIDI_TYPE = b"8 bit raw midi"
 PORT_IS_INPUT, PORT_IS_OUTPUT = 0x1, 0x2
 NO_START_SERVER = 0x01
 MAX_BYTES = 12  # IJM_MAX_BYTES in _jackmidi.c
 RING_SIZE = 4096  # IJM_RING
 DRAIN_LIMIT_S = 0.5  # at close: how long unsent messages may take to leave
+READER_JOIN_S = 2.0
 # A message goes out in the first cycle at or after its due time, so it only has to be in the ring
 # by then: handed over this long before due, the engine thread may wake this late and no note moves.
 # Well under the model's 10 ms time step, so the model's context is the same either way.
@@ -164,6 +169,8 @@ class JackMidiClient:
         self.state = self.native.ijm_new(ctypes.byref(self._api), self.client, self._wake_write, rate)
         if not self.state:
             self.jack.jack_client_close(self.client)
+            os.close(self._wake_read)
+            os.close(self._wake_write)
             raise PortError(f"cannot set up JACK client {self.name!r} (sample rate {rate})")
         process = ctypes.cast(self.native.ijm_process, ctypes.c_void_p)
         self.jack.jack_set_process_callback(self.client, process, self.state)
@@ -175,6 +182,8 @@ class JackMidiClient:
         self.handover_s = HANDOVER_S
         self._offset_s, self._offset_read_s = self._clock_offset_s(), self.clock()
         self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # the input ring has one reader at a time
+        self._dropped_in = 0
         self._reader: threading.Thread | None = None
         self._enqueue: Callable | None = None
         self._closed = False
@@ -246,6 +255,12 @@ class JackMidiClient:
         self._enqueue = None
 
     def _read_loop(self, raw_input) -> None:
+        try:
+            self._read_until_closed(raw_input)
+        except Exception:
+            log.exception("improv's JACK input reader stopped; restart improv to hear the player again")
+
+    def _read_until_closed(self, raw_input) -> None:
         emptied = True
         while not self._closed:
             # The callback writes a byte after queueing input; a ring left unemptied is read on at once.
@@ -259,18 +274,23 @@ class JackMidiClient:
             enqueue = self._enqueue
             emptied = self._drain((lambda t, data: enqueue(raw_input(t, data))) if enqueue is not None
                                   else (lambda *_: None))
+            dropped = self.counter("dropped_in")
+            if dropped > self._dropped_in:
+                log.warning("JACK input: %d messages dropped (improv fell behind a flood)", dropped - self._dropped_in)
+                self._dropped_in = dropped
 
     def _drain(self, deliver) -> bool:
         """Deliver at most one ring's worth (under a flood the ring never empties and the caller
         must get on); True when the ring was emptied."""
         time_us, data = ctypes.c_uint64(0), ctypes.create_string_buffer(MAX_BYTES)
-        for _ in range(RING_SIZE):
-            if self._closed:
-                return True
-            size = self.native.ijm_read(self.state, ctypes.byref(time_us), data)
-            if size == 0:
-                return True
-            deliver(time_us.value / 1e6 + self.offset_s(), list(data.raw[:size]))
+        with self._read_lock:
+            for _ in range(RING_SIZE):
+                if self._closed:
+                    return True
+                size = self.native.ijm_read(self.state, ctypes.byref(time_us), data)
+                if size == 0:
+                    return True
+                deliver(time_us.value / 1e6 + self.offset_s(), list(data.raw[:size]))
         return False
 
     # -- output -----------------------------------------------------------------------------------
@@ -295,10 +315,15 @@ class JackMidiClient:
         deadline = time.monotonic() + DRAIN_LIMIT_S
         while self.native.ijm_unsent(self.state) and time.monotonic() < deadline:
             time.sleep(self.period_s)
-        self._closed = True
-        os.write(self._wake_write, b"\0")  # the reader wakes, sees _closed, and ends
+        with self._send_lock, self._read_lock:
+            self._closed = True
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the reader just as well
+            os.write(self._wake_write, b"\0")  # the reader wakes, sees _closed, and ends
         if self._reader is not None:
-            self._reader.join(timeout=1.0)
+            self._reader.join(timeout=READER_JOIN_S)
+            if self._reader.is_alive():
+                log.error("improv's JACK input reader did not end; leaving its client open rather than free it")
+                return
         self._free()
 
     def _free(self) -> None:

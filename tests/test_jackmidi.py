@@ -82,8 +82,10 @@ def test_a_timed_message_arrives_at_its_due_time_never_before_and_in_order(probe
         assert wait_for(lambda: len(probe.pending()) == 20, 2.0)
         arrivals = probe.drain()
         assert [m[1] for _, m in arrivals] == [40 + i for i in range(20)]
+        late_limit_s = 2 * out.client.period_s + 0.02  # the cycle out, the listener's cycle, and a loaded machine
         for (arrived_s, _), due in zip(arrivals, dues):
             assert arrived_s >= due - SLACK_S, f"arrived {1000 * (due - arrived_s):.2f} ms before it was due"
+            assert arrived_s <= due + late_limit_s, f"arrived {1000 * (arrived_s - due):.2f} ms after it was due"
     finally:
         out.close()
 
@@ -118,3 +120,27 @@ def test_connected_by_name_and_the_loss_of_that_port_is_seen(jack):
         assert wait_for(lambda: not port.still_connected())
     finally:
         port.close()
+
+
+def test_an_input_reopened_while_the_output_holds_the_client_hears_only_what_comes_after(probe):
+    # A lost input port comes back while the output stays open: the client is kept, its stale
+    # input is dropped, and new messages arrive whole (one reader at a time on the ring).
+    out = open_output("jack", "jm-reopen", None)
+    first, second = [], []
+    try:
+        inp = open_input("jack", "jm-reopen", None, first.append)
+        probe.connect("jm-reopen:in", "jm-reopen:out")
+        probe.send(0x90, 50, 60)
+        assert wait_for(lambda: first)
+        inp.close()
+        probe.send(0x90, 51, 61)  # heard by nobody: the input is closed
+        time.sleep(0.1)
+        inp = open_input("jack", "jm-reopen", None, second.append)
+        assert inp.client is out.client
+        for i in range(50):
+            probe.send(0x90, 52 + i % 40, 62)
+        assert wait_for(lambda: len(second) == 50)
+        assert [raw.data for raw in second] == [[0x90, 52 + i % 40, 62] for i in range(50)]
+        inp.close()
+    finally:
+        out.close()
