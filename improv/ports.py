@@ -401,9 +401,11 @@ class ProbeClient:
         deadline = self.clock() + timeout_s
         while self.clock() < deadline:
             outs = [i for i, p in enumerate(self.out.get_ports()) if p.startswith(to_port)]
-            ins = [i for i, p in enumerate(self.inp.get_ports()) if p.startswith(from_port)]
-            if outs and ins:
+            if outs and any(p.startswith(from_port) for p in self.inp.get_ports()):
                 self.out.open_port(outs[0])
+                # rtmidi opens by index, and opening the keys registered a new output port, which
+                # may take a freed slot ahead of improv's in JACK's list: count the outputs again.
+                ins = [i for i, p in enumerate(self.inp.get_ports()) if p.startswith(from_port)]
                 self.inp.open_port(ins[0])
                 time.sleep(PORT_SETTLE_S)
                 return
