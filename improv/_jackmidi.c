@@ -3,7 +3,7 @@
 Why native: a Python callback on JACK's realtime thread must take the GIL every time a message
 arrives (and a client cancelled while it waits for the GIL hangs the process), and python-rtmidi
 makes the input and the output two JACK clients, each woken every period. Here one client is woken
-per period, its callback never blocks, allocates or locks, and it timestamps by JACK's frame clock.
+per period, and its callback never blocks, allocates or locks.
 
 Contract with improv/jackmidi.py, which opens the client with libjack through ctypes and hands the
 libjack functions this file calls in `ijm_api` (so it needs no JACK headers or library to build):

@@ -362,9 +362,10 @@ def bench_transport_floor(notes: int, backend: str = "jack") -> dict | None:
 
 def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_ms: int = 300) -> dict:
     """Reaction of `improv run` as a client sees it, in both modes; idle CPU and RSS of the daemon."""
-    from improv.ports import ProbeClient, jack_period_ms, note_ons, virtual_port_names
+    from improv.ports import ProbeClient, jack_period_ms, note_ons, uses_native_jack, virtual_port_names
 
-    results: dict = {"jack_client": "native" if virtual_port_names(backend)[0] == "improv:in" else "rtmidi"}
+    native = uses_native_jack(backend)
+    results: dict = {"jack_client": "native" if native else "rtmidi"}
     for mode in ("call-response", "continuous"):
         log = tempfile.TemporaryFile("w+")  # read only when something went wrong; a pipe could fill and block it
         daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", backend, "--no-record",
@@ -412,7 +413,7 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
             log.close()
     period_ms = jack_period_ms()
     results["jack_period_ms"] = round(period_ms, 3) if period_ms is not None else None
-    kind = "jack" if results["jack_client"] == "native" else "jack-rtmidi"
+    kind = "jack" if native else "jack-rtmidi"  # the bare floor and echo use the same kind of client
     results["jack_client_floor_cpu_percent"] = jack_client_floor_cpu(kind)
     results["echo_ms"] = bench_transport_floor(max(phrases, 20), kind)
     return results

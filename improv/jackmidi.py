@@ -3,8 +3,8 @@ process callback is native code (improv/_jackmidi.c), driven through libjack wit
 
 Against python-rtmidi's JACK backend it buys: one client woken per period instead of two; no Python
 and no GIL on JACK's thread (the input is read by a Python thread that sleeps on a pipe, so closing
-can never hang on the GIL); input stamped when the callback first sees it; and output handed over a
-period early with its due time, which the callback sends in the first cycle at or after it, so the
+can never hang on the GIL); input stamped when the callback first sees it; and output handed over
+2 ms early with its due time, which the callback sends in the first cycle at or after it, so the
 engine thread's wake-up jitter never moves a note. It is used for `backend: jack` when the native
 part was built at install; otherwise improv falls back to python-rtmidi's JACK backend.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ctypes.util
 import importlib.machinery
 import logging
@@ -57,7 +58,7 @@ def _load() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
     """(libjack, the native callback library), or None when either is missing."""
     global _loaded
     if _loaded is None:
-        _loaded = (_load_libjack(), _load_native())
+        _loaded = (libjack(), _load_native())
     return None if None in _loaded else _loaded
 
 
@@ -65,7 +66,9 @@ def available() -> bool:
     return _load() is not None
 
 
-def _load_libjack() -> ctypes.CDLL | None:
+@functools.cache
+def libjack() -> ctypes.CDLL | None:
+    """libjack with the signatures improv calls, or None where it is not installed."""
     name = ctypes.util.find_library("jack")
     try:
         jack = ctypes.CDLL(name or "libjack.so.0")
@@ -225,14 +228,18 @@ class JackMidiClient:
         own = f"{self.name}:"
         return [name for name in found if not name.startswith(own)]
 
+    def _endpoints(self, direction: str, peer: str) -> tuple[str, str]:
+        """(source, destination) of a connection between our `direction` port and `peer`."""
+        return (peer, self.port_name("in")) if direction == "in" else (self.port_name("out"), peer)
+
     def connect(self, direction: str, peer: str) -> None:
-        source, destination = (peer, self.port_name("in")) if direction == "in" else (self.port_name("out"), peer)
+        source, destination = self._endpoints(direction, peer)
         result = self.jack.jack_connect(self.client, source.encode(), destination.encode())
         if result not in (0, 17):  # 17 = EEXIST: already connected
             raise PortError(f"JACK would not connect {source} to {destination} (error {result})")
 
     def disconnect(self, direction: str, peer: str) -> None:
-        source, destination = (peer, self.port_name("in")) if direction == "in" else (self.port_name("out"), peer)
+        source, destination = self._endpoints(direction, peer)
         self.jack.jack_disconnect(self.client, source.encode(), destination.encode())
 
     def connected_to(self, direction: str, peer: str) -> bool:

@@ -106,7 +106,6 @@ def jack_period_ms(server: str | None = None) -> float | None:
     """The period (buffer size / sample rate) in ms of the running JACK server (named `server`, or
     the default one), or None when it does not run. rtmidi does not expose it, so this asks libjack."""
     import ctypes
-    import ctypes.util
 
     if server is not None:
         saved = os.environ.get("JACK_DEFAULT_SERVER")
@@ -119,17 +118,14 @@ def jack_period_ms(server: str | None = None) -> float | None:
             else:
                 os.environ["JACK_DEFAULT_SERVER"] = saved
 
-    library = ctypes.util.find_library("jack")
-    if library is None:
+    from improv.jackmidi import NO_START_SERVER, libjack
+
+    jack = libjack()
+    if jack is None:
         return None
-    jack = ctypes.CDLL(library)
-    jack.jack_client_open.restype = ctypes.c_void_p
-    jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-    for name in ("jack_get_buffer_size", "jack_get_sample_rate", "jack_client_close"):
-        getattr(jack, name).argtypes = [ctypes.c_void_p]
     status = ctypes.c_int(0)
     with quiet_stderr():
-        client = jack.jack_client_open(b"improv-period", 0x01, ctypes.byref(status))  # JackNoStartServer
+        client = jack.jack_client_open(b"improv-period", NO_START_SERVER, ctypes.byref(status))
     if not client:
         return None
     try:
@@ -308,7 +304,8 @@ class JackOutputPort(_JackPort):
         self.client.send(data, due_s)
 
 
-def _native_jack(backend: str) -> bool:
+def uses_native_jack(backend: str) -> bool:
+    """True when `backend` is served by improv's own JACK client (built at install)."""
     if backend != "jack":
         return False
     from improv import jackmidi
@@ -318,21 +315,21 @@ def _native_jack(backend: str) -> bool:
 
 def open_input(backend: str, client_name: str, port: str | None, enqueue: Callable[[RawInput], None],
                clock: Callable[[], float] = time.monotonic) -> InputPort | JackInputPort:
-    if _native_jack(backend):
+    if uses_native_jack(backend):
         return JackInputPort(client_name, port, enqueue, clock)
     return InputPort(backend, client_name, port, enqueue, clock)
 
 
 def open_output(backend: str, client_name: str, port: str | None,
                 clock: Callable[[], float] = time.monotonic) -> OutputPort | JackOutputPort:
-    if _native_jack(backend):
+    if uses_native_jack(backend):
         return JackOutputPort(client_name, port, clock)
     return OutputPort(backend, client_name, port)
 
 
 def virtual_port_names(backend: str, client_name: str = "improv") -> tuple[str, str]:
     """The (input, output) port names `improv run` opens when no port is named."""
-    if _native_jack(backend):
+    if uses_native_jack(backend):
         return f"{client_name}:in", f"{client_name}:out"
     return f"{client_name}-in:in", f"{client_name}-out:out"
 
