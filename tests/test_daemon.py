@@ -104,6 +104,12 @@ def test_an_unknown_port_stops_the_start_with_one_clear_line(jack):
 def test_routing_channels_pass_through_and_live_controls(client):
     process = run_improv(client, "--config", "tests/data/routing.yaml")
     try:
+        # improv's clean slate at start (sustain off, all notes off on channel 3) may reach the
+        # client after it connected: let it arrive and set it aside before asserting silence.
+        deadline = time.monotonic() + 1.0
+        while not any(m == [0xB2, 123, 0] for _, m in client.pending()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client.drain()
         client.send(0x91, 62, 90)  # channel 2: filtered out, neither echoed nor answered
         time.sleep(0.1)
         client.send(0x81, 62, 0)
