@@ -42,6 +42,7 @@ typedef struct {
     int (*midi_event_get)(ijm_midi_event *event, void *buffer, uint32_t index);
     void (*midi_clear_buffer)(void *buffer);
     int (*midi_event_write)(void *buffer, ijm_nframes time, const unsigned char *data, size_t size);
+    size_t (*midi_max_event_size)(void *buffer);
     ijm_time (*get_time)(void);
 } ijm_api;
 
@@ -137,7 +138,10 @@ static void process_output(ijm_state *s, void *port, ijm_nframes nframes, ijm_ti
             if (offset >= nframes) offset = nframes - 1;
         }
         if (offset < earliest) offset = earliest;
-        if (s->api.midi_event_write(buffer, offset, record->data, record->size) != 0) break; /* full: next cycle */
+        /* A full port buffer (a few hundred messages a cycle): the rest waits for the next cycle.
+           Asked first because JACK prints an error from this thread when a write does not fit. */
+        if (s->api.midi_max_event_size(buffer) < record->size) break;
+        if (s->api.midi_event_write(buffer, offset, record->data, record->size) != 0) break;
         earliest = offset;
         ring_pop(&s->out);
     }

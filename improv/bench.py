@@ -303,7 +303,7 @@ def jack_client_floor_cpu(backend: str = "jack") -> float:
 
     script, floor_in, floor_out = JACK_FLOOR_SCRIPTS[backend]
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = ProbeClient("jack", "bench-floor")
+    client = ProbeClient("bench-floor")
     try:
         client.connect(to_port=floor_in, from_port=floor_out)
         time.sleep(1.0)
@@ -340,7 +340,7 @@ def bench_transport_floor(notes: int, backend: str = "jack") -> dict | None:
 
     script, echo_in, echo_out = ECHO_SCRIPTS[backend]
     echo = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = ProbeClient("jack", "bench-echo")
+    client = ProbeClient("bench-echo")
     try:
         client.connect(to_port=echo_in, from_port=echo_out)
         reactions = []
@@ -372,7 +372,7 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
                                    "--model", str(model_path), "--mode", mode, "--silence-ms", str(silence_ms),
                                    "--response-ms", str(CONTINUOUS_PLAY_ON_MS)],
                                   stdout=subprocess.DEVNULL, stderr=log, text=True)
-        client = ProbeClient("jack", f"bench-{mode}")
+        client = ProbeClient(f"bench-{mode}")
         try:
             client.connect(*virtual_port_names(backend))
             if mode == "call-response":

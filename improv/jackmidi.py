@@ -48,7 +48,7 @@ class _Api(ctypes.Structure):
 
     _fields_ = [(name, ctypes.c_void_p) for name in (
         "jack_port_get_buffer", "jack_midi_get_event_count", "jack_midi_event_get", "jack_midi_clear_buffer",
-        "jack_midi_event_write", "jack_get_time")]
+        "jack_midi_event_write", "jack_midi_max_event_size", "jack_get_time")]
 
 
 _loaded: tuple | None = None
@@ -121,8 +121,9 @@ def _load_native() -> ctypes.CDLL | None:
 
 
 class JackMidiClient:
-    """One JACK client with one MIDI input and one MIDI output. The input and output ports of
-    improv.ports share it (see `acquire`); it closes when the last of them lets go."""
+    """One JACK client with a MIDI input and a MIDI output. The input and output ports of
+    improv.ports share it (see `acquire`); it closes when the last of them lets go. The test and
+    benchmark probe (improv.ports.ProbeClient) opens clients with one port each."""
 
     _open: dict[str, "JackMidiClient"] = {}
     _lock = threading.Lock()
@@ -144,7 +145,9 @@ class JackMidiClient:
             JackMidiClient._open.pop(self.requested_name, None)
         self.close()
 
-    def __init__(self, client_name: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, client_name: str, clock: Callable[[], float] = time.monotonic,
+                 in_name: str | None = "in", out_name: str | None = "out"):
+        """A client with an input port `in_name` and an output port `out_name` (None: no such port)."""
         from improv.ports import quiet_stderr
 
         loaded = _load()
@@ -159,9 +162,10 @@ class JackMidiClient:
             raise PortError(f"cannot open a JACK client (status 0x{status.value:x}); start a JACK server first "
                             "(jackd -d dummy -r 48000 -p 64)")
         self.name = self.jack.jack_get_client_name(self.client).decode()
-        self.in_port = self.jack.jack_port_register(self.client, b"in", MIDI_TYPE, PORT_IS_INPUT, 0)
-        self.out_port = self.jack.jack_port_register(self.client, b"out", MIDI_TYPE, PORT_IS_OUTPUT, 0)
-        if not self.in_port or not self.out_port:
+        self.in_port, self.out_port = (
+            self.jack.jack_port_register(self.client, name.encode(), MIDI_TYPE, flags, 0) if name else None
+            for name, flags in ((in_name, PORT_IS_INPUT), (out_name, PORT_IS_OUTPUT)))
+        if (in_name and not self.in_port) or (out_name and not self.out_port):
             self.jack.jack_client_close(self.client)
             raise PortError(f"JACK refused to register MIDI ports for client {self.name!r}")
         self._wake_read, self._wake_write = os.pipe()

@@ -371,52 +371,50 @@ def _callbacks_settled(callbacks_so_far: Callable[[], int]) -> bool:
 
 
 class ProbeClient:
-    """A keyboard and a synth in one, for tests and the benchmark: plays into improv's input and
-    records improv's output with arrival times. Its callback only appends (atomic under the GIL)."""
+    """A keyboard and a synth, for tests and the benchmark: two JACK clients, "NAME-keys" with an
+    output "keys" that plays into improv, and "NAME-synth" with an input "synth" that records what
+    improv plays. They are improv's own native clients (improv.jackmidi), so no Python runs on
+    JACK's thread, and a message arriving is stamped with the start of its JACK cycle: the moment a
+    synth would play it, whatever the Python reader thread's wake-up delay."""
 
-    def __init__(self, backend: str = "jack", name: str = "probe", clock: Callable[[], float] = time.monotonic):
-        rtmidi = _rtmidi()
-        api = _api_constants()[backend]
+    def __init__(self, name: str = "probe", clock: Callable[[], float] = time.monotonic):
+        from improv.jackmidi import JackMidiClient, available
+
+        if not available():
+            raise PortError("the test and benchmark probe needs improv's native JACK client: reinstall improv "
+                            "with a C compiler (pip install -e .)")
         self.clock = clock
-        self.out = rtmidi.MidiOut(rtapi=api, name=f"{name}-keys")
-        self.inp = rtmidi.MidiIn(rtapi=api, name=f"{name}-synth")
         self.received: list[tuple[float, list[int]]] = []
         self._drained = 0
-        self.inp.set_callback(lambda event, _: self.received.append((clock(), event[0])))
+        self.keys = JackMidiClient(f"{name}-keys", clock, in_name=None, out_name="keys")
+        try:
+            self.synth = JackMidiClient(f"{name}-synth", clock, in_name="synth", out_name=None)
+        except BaseException:
+            self.keys.close()
+            raise
+        self.synth.listen(lambda raw: self.received.append((raw.time_s, raw.data)))
 
     def connect(self, to_port: str | None = None, from_port: str | None = None, timeout_s: float = 15.0) -> None:
-        """Connect to improv's ports (by default those `improv run` opens on JACK), again if an
-        earlier improv has gone: the callback stays."""
-        from rtmidi._rtmidi import MidiBase
-
+        """Connect to improv's ports, the first whose names start with `to_port` and `from_port`
+        (by default those `improv run` opens on JACK), waiting for them to appear."""
         if to_port is None or from_port is None:
             to_port, from_port = virtual_port_names("jack")
-
-        for port in (self.out, self.inp):
-            if port.is_port_open():
-                MidiBase.close_port(port)
         deadline = self.clock() + timeout_s
         while self.clock() < deadline:
-            outs = [i for i, p in enumerate(self.out.get_ports()) if p.startswith(to_port)]
-            if outs and any(p.startswith(from_port) for p in self.inp.get_ports()):
-                self.out.open_port(outs[0])
-                # rtmidi opens by index, and opening the keys registered a new output port, which
-                # may take a freed slot ahead of improv's in JACK's list: count the outputs again.
-                ins = [i for i, p in enumerate(self.inp.get_ports()) if p.startswith(from_port)]
-                self.inp.open_port(ins[0])
+            inputs = [p for p in self.keys.peers("out") if p.startswith(to_port)]
+            outputs = [p for p in self.synth.peers("in") if p.startswith(from_port)]
+            if inputs and outputs:
+                self.keys.connect("out", inputs[0])
+                self.synth.connect("in", outputs[0])
                 time.sleep(PORT_SETTLE_S)
                 return
             time.sleep(0.05)
         raise PortError(f"ports {to_port}/{from_port} did not appear within {timeout_s} s")
 
-    def open_virtual(self) -> "ProbeClient":
-        """Offer ports of its own ("NAME-keys:keys", "NAME-synth:synth") for improv to connect to by name."""
-        self.out.open_virtual_port("keys")
-        self.inp.open_virtual_port("synth")
-        return self
-
     def send(self, *data: int) -> float:
-        self.out.send_message(list(data))
+        """Send in the next JACK cycle; returns the time it was handed over. Raises PortError for a
+        message longer than the client carries (12 bytes)."""
+        self.keys.send(list(data))
         return self.clock()
 
     def play(self, pitches, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
@@ -439,8 +437,8 @@ class ProbeClient:
         return out
 
     def close(self) -> None:
-        close_rtmidi(self.out)
-        close_rtmidi(self.inp, lambda: len(self.received))
+        self.keys.close()
+        self.synth.close()
 
 
 def note_ons(events: list[tuple[float, list[int]]]) -> list[tuple[float, list[int]]]:

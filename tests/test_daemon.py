@@ -15,7 +15,7 @@ GENEROUS_MS = 100  # tests bound behaviour on a shared machine; the benchmark me
 
 @pytest.fixture
 def client(jack):
-    client = ProbeClient("jack", "tester")
+    client = ProbeClient("tester")
     yield client
     client.close()
 
@@ -140,7 +140,7 @@ def test_improv_play_sends_a_file_in_real_time(jack):
 
     from conftest import CHORALE
 
-    synth = ProbeClient("jack", "listener").open_virtual()
+    synth = ProbeClient("listener")
     try:
         started = time.monotonic()
         result = subprocess.run([sys.executable, "-m", "improv.cli", "play", str(CHORALE), "--out", "listener-synth",

@@ -14,7 +14,7 @@ SLACK_S = 0.001  # the clock mapping is read to microseconds; this is generous
 
 @pytest.fixture
 def probe(jack):
-    probe = ProbeClient("jack", "jm-probe")
+    probe = ProbeClient("jm-probe")
     yield probe
     probe.close()
 
@@ -106,7 +106,7 @@ def test_a_message_sent_at_once_never_overtakes_one_sent_before_it(probe):
 
 
 def test_connected_by_name_and_the_loss_of_that_port_is_seen(jack):
-    keys = ProbeClient("jack", "jm-stage").open_virtual()
+    keys = ProbeClient("jm-stage")
     received = []
     port = open_input("jack", "jm-byname", "jm-stage-keys", received.append)
     try:
