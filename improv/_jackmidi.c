@@ -61,7 +61,7 @@ typedef struct {
     _Atomic uint64_t tail; /* next to write; written by the producer only */
 } ijm_ring;
 
-enum { IJM_CYCLES, IJM_DROPPED_IN, IJM_DROPPED_OUT, IJM_FILTERED, IJM_COUNTERS };
+enum { IJM_CYCLES, IJM_DROPPED_IN, IJM_DROPPED_OUT, IJM_FILTERED, IJM_SERVER_GONE, IJM_COUNTERS };
 
 typedef struct {
     ijm_api api;
@@ -156,6 +156,17 @@ int ijm_process(ijm_nframes nframes, void *arg) {
     if (out_port != NULL) process_output(s, out_port, nframes, now_us);
     atomic_fetch_add_explicit(&s->counters[IJM_CYCLES], 1, memory_order_release);
     return 0;
+}
+
+/* JACK calls this (jack_on_shutdown) when its server stops or throws the client out: the client
+   is dead from then on. The reader thread is woken to notice. */
+void ijm_shutdown(void *arg) {
+    ijm_state *s = arg;
+    atomic_store_explicit(&s->counters[IJM_SERVER_GONE], 1, memory_order_release);
+    if (s->wake_fd >= 0) {
+        ssize_t ignored = write(s->wake_fd, "", 1);
+        (void)ignored;
+    }
 }
 
 ijm_state *ijm_new(const ijm_api *api, void *client, int wake_fd, uint32_t sample_rate) {

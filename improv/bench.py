@@ -230,24 +230,35 @@ def start_jackd(prefix: str, period_frames: int = JACK_PERIOD_FRAMES, log=subpro
     a server that was killed keeps its slot until a server of the same name starts again."""
     from improv.ports import jack_period_ms
 
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        return None
-    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
     for slot in range(JACK_NAME_SLOTS):
         name = f"{prefix}-{slot}"
         if jack_period_ms(name) is not None:
             continue  # a live server has this name
-        for realtime in ("-R", "-r"):
-            process = subprocess.Popen([jackd, "-n", name, realtime, "-d", "dummy", "-r", str(JACK_RATE), "-p",
-                                        str(period_frames)], env=env, stdout=log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + ready_s
-            while time.monotonic() < deadline and process.poll() is None:
-                time.sleep(0.1)
-                if jack_period_ms(name) is not None:
-                    return process, name, realtime == "-R"
-            process.kill()
-            process.wait()
+        launched = launch_jackd(name, period_frames, log, ready_s)
+        if launched is not None:
+            return launched[0], name, launched[1]
+    return None
+
+
+def launch_jackd(name: str, period_frames: int = JACK_PERIOD_FRAMES, log=subprocess.DEVNULL,
+                 ready_s: float = 5.0) -> tuple[subprocess.Popen, bool] | None:
+    """A JACK server named `name` (dummy driver, realtime when allowed): (process, realtime), or None."""
+    from improv.ports import jack_period_ms
+
+    jackd = shutil.which("jackd")
+    if jackd is None:
+        return None
+    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
+    for realtime in ("-R", "-r"):
+        process = subprocess.Popen([jackd, "-n", name, realtime, "-d", "dummy", "-r", str(JACK_RATE), "-p",
+                                    str(period_frames)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_s
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+            if jack_period_ms(name) is not None:
+                return process, realtime == "-R"
+        process.kill()
+        process.wait()
     return None
 
 

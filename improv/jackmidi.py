@@ -40,7 +40,7 @@ READER_JOIN_S = 2.0
 # Well under the model's 10 ms time step, so the model's context is the same either way.
 HANDOVER_S = 0.002
 OFFSET_REFRESH_S = 1.0  # JACK's clock is CLOCK_MONOTONIC_RAW, which NTP does not slew: re-read the offset
-COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3}
+COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3, "server_gone": 4}
 
 
 class _Api(ctypes.Structure):
@@ -82,6 +82,7 @@ def libjack() -> ctypes.CDLL | None:
         "jack_activate": (I, [P]),
         "jack_deactivate": (I, [P]),
         "jack_set_process_callback": (I, [P, P, P]),
+        "jack_on_shutdown": (None, [P, P, P]),
         "jack_port_register": (P, [P, S, S, UL, UL]),
         "jack_port_name": (S, [P]),
         "jack_connect": (I, [P, S, S]),
@@ -113,7 +114,8 @@ def _load_native() -> ctypes.CDLL | None:
                     ("ijm_read", U32, [P, ctypes.POINTER(U64), ctypes.c_char_p]),
                     ("ijm_send", ctypes.c_int, [P, U64, ctypes.c_char_p, U32]),
                     ("ijm_unsent", U64, [P]),
-                    ("ijm_counter", U64, [P, ctypes.c_int])):
+                    ("ijm_counter", U64, [P, ctypes.c_int]),
+                    ("ijm_shutdown", None, [P])):
                 getattr(native, function).restype = restype
                 getattr(native, function).argtypes = argtypes
             return native
@@ -132,7 +134,7 @@ class JackMidiClient:
     def acquire(cls, client_name: str, clock: Callable[[], float] = time.monotonic) -> "JackMidiClient":
         with cls._lock:
             client = cls._open.get(client_name)
-            if client is None:
+            if client is None or client.server_gone():  # a dead client stays with its users until they let go
                 client = cls._open[client_name] = cls(client_name, clock)
             client.users += 1
             return client
@@ -142,7 +144,8 @@ class JackMidiClient:
             self.users -= 1
             if self.users > 0:
                 return
-            JackMidiClient._open.pop(self.requested_name, None)
+            if JackMidiClient._open.get(self.requested_name) is self:
+                del JackMidiClient._open[self.requested_name]
         self.close()
 
     def __init__(self, client_name: str, clock: Callable[[], float] = time.monotonic,
@@ -168,6 +171,9 @@ class JackMidiClient:
         if (in_name and not self.in_port) or (out_name and not self.out_port):
             self.jack.jack_client_close(self.client)
             raise PortError(f"JACK refused to register MIDI ports for client {self.name!r}")
+        # Read now: the port's name lives in the server's shared memory, which may go with the server.
+        self._port_names = {direction: self.jack.jack_port_name(port).decode() if port else None
+                            for direction, port in (("in", self.in_port), ("out", self.out_port))}
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)  # the realtime callback must never block on it
         os.set_blocking(self._wake_read, False)
@@ -181,6 +187,7 @@ class JackMidiClient:
             raise PortError(f"cannot set up JACK client {self.name!r} (sample rate {rate})")
         process = ctypes.cast(self.native.ijm_process, ctypes.c_void_p)
         self.jack.jack_set_process_callback(self.client, process, self.state)
+        self.jack.jack_on_shutdown(self.client, ctypes.cast(self.native.ijm_shutdown, ctypes.c_void_p), self.state)
         self.native.ijm_set_ports(self.state, self.in_port, self.out_port)
         if self.jack.jack_activate(self.client) != 0:
             self._free()
@@ -212,8 +219,12 @@ class JackMidiClient:
                 best = (after - before, (before + after) / 2 - jack_s)
         return best[1]
 
+    def server_gone(self) -> bool:
+        """True once the JACK server has stopped or thrown this client out: it never works again."""
+        return self.counter("server_gone") != 0
+
     def port_name(self, direction: str) -> str:
-        return self.jack.jack_port_name(self.in_port if direction == "in" else self.out_port).decode()
+        return self._port_names[direction]
 
     def peers(self, direction: str) -> list[str]:
         """The other MIDI ports our `direction` port could connect to (outputs for our input)."""
@@ -272,7 +283,7 @@ class JackMidiClient:
             log.exception("improv's JACK input reader stopped; restart improv to hear the player again")
 
     def _read_until_closed(self, raw_input) -> None:
-        emptied = True
+        emptied, gone_logged = True, False
         while not self._closed:
             # The callback writes a byte after queueing input; a ring left unemptied is read on at once.
             select.select([self._wake_read], [], [], None if emptied else 0)
@@ -285,6 +296,10 @@ class JackMidiClient:
             enqueue = self._enqueue
             emptied = self._drain((lambda t, data: enqueue(raw_input(t, data))) if enqueue is not None
                                   else (lambda *_: None))
+            if self.server_gone() and not gone_logged:
+                log.error("the JACK server %s has stopped; improv keeps running and opens its ports again when "
+                          "a JACK server is back", os.environ.get("JACK_DEFAULT_SERVER", "default"))
+                gone_logged = True
             dropped = self.counter("dropped_in")
             if dropped > self._dropped_in:
                 log.warning("JACK input: %d messages dropped (improv fell behind a flood)", dropped - self._dropped_in)
@@ -309,6 +324,8 @@ class JackMidiClient:
         """Queue a message for the next cycle, or, with `due_s` (on `clock`), for the first cycle at or
         after its due time, at its offset in the period before."""
         due_us = 0 if due_s is None else max(1, round((due_s - self.offset_s()) * 1e6))
+        if self.server_gone():
+            raise PortError(f"cannot send to {self.port_name('out')}: the JACK server has stopped")
         with self._send_lock:
             if self._closed or self.native.ijm_send(self.state, due_us, bytes(data), len(data)) != 0:
                 raise PortError(f"cannot send {len(data)} bytes to {self.port_name('out')}: "
@@ -324,7 +341,7 @@ class JackMidiClient:
         if self._closed:
             return
         deadline = time.monotonic() + DRAIN_LIMIT_S
-        while self.native.ijm_unsent(self.state) and time.monotonic() < deadline:
+        while self.native.ijm_unsent(self.state) and not self.server_gone() and time.monotonic() < deadline:
             time.sleep(self.period_s)
         with self._send_lock, self._read_lock:
             self._closed = True

@@ -271,10 +271,13 @@ class _JackPort:
         self.name = self.peer or self.client.port_name(self.direction)
 
     def still_connected(self) -> bool:
+        """False once the JACK server has stopped, or the port connected by name has gone."""
+        if self.client.server_gone():
+            return False
         return self.peer is None or self.client.connected_to(self.direction, self.peer)
 
     def close(self) -> None:
-        if self.peer is not None:
+        if self.peer is not None and not self.client.server_gone():
             self.client.disconnect(self.direction, self.peer)
         self.client.release()
 

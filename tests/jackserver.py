@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from improv.ports import note_ons
+
 ROOT = Path(__file__).parent.parent
 PERIOD_FRAMES, RATE = int(os.environ.get("IMPROV_TEST_JACK_PERIOD", "512")), 48000
 
@@ -76,6 +78,28 @@ class JackServer:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+    def restart(self) -> None:
+        """A new server under the same name, after stop(): as a user restarting JACK would."""
+        from improv.bench import launch_jackd
+
+        self.log = open(self.log_path, "a")
+        launched = launch_jackd(self.name, PERIOD_FRAMES, log=self.log)
+        if launched is None:
+            pytest.fail(f"jackd did not start again; see {self.log_path}")
+        self.process, self.realtime = launched
+
+
+def answers(client, silence_ms: int, pitches=(60, 64, 67, 72)) -> bool:
+    """Play a phrase, wait for the answer, stop it with a key; True if improv answered."""
+    client.drain()
+    client.play(pitches, note_s=0.1, gap_s=0.03)
+    deadline = time.monotonic() + silence_ms / 1000 + 3.0
+    while not note_ons(client.pending()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.send(0xB0, 123, 0)
+    time.sleep(0.1)
+    return bool(note_ons(client.drain()))
 
 
 def launch_improv(client, *args: str, env=None) -> subprocess.Popen:

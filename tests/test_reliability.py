@@ -11,6 +11,7 @@ import pytest
 from improv.bench import process_rss_mib
 from improv.errors import PortError
 from improv.ports import ProbeClient, note_ons, sounding_after
+from jackserver import answers as answers_after_silence
 from jackserver import launch_improv, start_improv, stop_improv
 
 pytestmark = pytest.mark.jack
@@ -18,15 +19,7 @@ SILENCE_MS = 250
 
 
 def answers(client, pitches=(60, 64, 67, 72)):
-    """Play a phrase, wait for the answer, stop it with a key; True if improv answered."""
-    client.drain()
-    client.play(pitches, note_s=0.1, gap_s=0.03)
-    deadline = time.monotonic() + SILENCE_MS / 1000 + 3.0
-    while not note_ons(client.pending()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    client.send(0xB0, 123, 0)
-    time.sleep(0.1)
-    return bool(note_ons(client.drain()))
+    return answers_after_silence(client, SILENCE_MS, pitches)
 
 
 @pytest.fixture
