@@ -77,6 +77,10 @@ class Engine:
         self.answering = False
         self.answer_end_s: float | None = None
         self.onset_now = False
+        # Continuous mode coming in on a player's note: the first note is sampled at once, at the
+        # velocity just heard. A VELOCITY token first would put a model step (0.5-1 ms on cold
+        # caches) between the player's note and improv's.
+        self.reacting = False
         self.committed = self._checkpoint()
 
     def _checkpoint(self) -> Checkpoint:
@@ -171,7 +175,9 @@ class Engine:
             self.phrase_heard = True
         if self.config.engine.mode == "continuous" and self.config.engine.enabled:
             # From silence, improv comes in at once; once playing, it keeps its own time.
-            self.onset_now = self.onset_now or (not self.answering and not self.sent)
+            from_silence = not self.answering and not self.sent
+            self.reacting = self.reacting or from_silence
+            self.onset_now = self.onset_now or from_silence
             self.answering = True
             self.answer_end_s = now_s + self.config.engine.response_ms / 1000
         self.committed = self._checkpoint()
@@ -241,7 +247,7 @@ class Engine:
         start_s = self._answer_start_s()
         self._feed_heard(self.encoder.advance_to(start_s))  # the silence before the answer
         self._align_decoder(start_s)
-        self.phrase_heard, self.answering, self.onset_now = False, True, True
+        self.phrase_heard, self.answering, self.onset_now, self.reacting = False, True, True, False
         self.answer_end_s = start_s + self.config.engine.response_ms / 1000
 
     def _finish_answer(self) -> None:
@@ -255,7 +261,8 @@ class Engine:
         self.masks.set_range(limits.pitch_low, limits.pitch_high)
         now_s = self.decoder.time_s
         releasable = [pitch for pitch, onset in self.decoder.sounding.items() if onset < now_s - 1e-9]
-        allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, self.onset_now, releasable)
+        allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, self.onset_now, releasable,
+                                   velocity_first=not self.reacting)
         self.commit_generated(sample(self.logits, sampling.temperature, sampling.top_p, self.rng, allowed))
 
     def commit_generated(self, token: int) -> None:
@@ -266,7 +273,7 @@ class Engine:
         else:
             self._push(token)
             if group == "NOTE_ON":
-                self.onset_now = False
+                self.onset_now = self.reacting = False
 
     def _advance(self, steps: int) -> None:
         """A generated time shift, split where a note reaches max_note_ms so it ends exactly then,

@@ -37,7 +37,8 @@ class MaskBuilder:
     - NOTE_OFF only for notes improv itself is sounding (`releasable`: those that have sounded for
       at least a time step, so no note is inaudibly short);
     - `onset_now`: at the start of an answer, nothing but VELOCITY and NOTE_ON, so the first note
-      sounds at once instead of after a model-chosen pause.
+      sounds at once instead of after a model-chosen pause; with `velocity_first` off, NOTE_ON only
+      (the note takes the velocity last heard), which saves a model step before it.
     """
 
     def __init__(self, vocab: Vocabulary):
@@ -49,6 +50,7 @@ class MaskBuilder:
         self.base[self.off : self.off + NUM_PITCHES] = False  # opened per sounding note
         self.onset_only = np.zeros(vocab.size, dtype=bool)
         self.onset_only[self.on : self.on + NUM_PITCHES] = True
+        self.note_only = self.onset_only.copy()
         velocity = vocab.offset("VELOCITY")
         self.onset_only[velocity : velocity + vocab.velocity_bins] = True
         self.set_range(0, NUM_PITCHES - 1)
@@ -57,9 +59,10 @@ class MaskBuilder:
     def set_range(self, pitch_low: int, pitch_high: int) -> None:
         self.pitch_low, self.pitch_high = pitch_low, pitch_high
 
-    def build(self, sounding, max_polyphony: int, onset_now: bool = False, releasable=None) -> np.ndarray:
+    def build(self, sounding, max_polyphony: int, onset_now: bool = False, releasable=None,
+              velocity_first: bool = True) -> np.ndarray:
         mask = self._mask
-        np.copyto(mask, self.onset_only if onset_now else self.base)
+        np.copyto(mask, (self.onset_only if velocity_first else self.note_only) if onset_now else self.base)
         on = self.on
         mask[on : on + self.pitch_low] = False
         mask[on + self.pitch_high + 1 : on + NUM_PITCHES] = False

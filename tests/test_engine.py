@@ -213,6 +213,22 @@ def test_a_due_note_goes_out_before_the_model_steps_on_it(shipped_model):
     pair_up(sent)
 
 
+@pytest.mark.parametrize("velocity", [25, 80, 120])
+def test_continuous_mode_answers_a_note_from_silence_with_no_model_step_between(shipped_model, velocity):
+    # The player's note is fed, then improv's first note is sampled straight from those logits: at
+    # the velocity just heard, with no VELOCITY token (and its model step) in between.
+    engine, clock = make_engine(shipped_model, engine__mode="continuous")
+    emitted = []
+    engine.emit = lambda event: emitted.append((event, len(engine.history)))
+    perform(engine, clock, [(1.0, Msg("note_on", 60, velocity))])
+    heard = len(engine.history)
+    engine.poll(clock.now())
+    first_on, fed_before = next((e, n) for e, n in emitted if e.is_on)
+    assert fed_before == heard and engine.history[heard] == engine.vocab.note_on(first_on.pitch)
+    vocab = engine.vocab
+    assert first_on.velocity == vocab.bin_to_velocity(vocab.velocity_to_bin(velocity))
+
+
 def test_a_note_sent_early_is_what_an_interruption_rolls_back_to(shipped_model):
     engine, clock = make_engine(shipped_model, engine__mode="continuous")
     emitted = []

@@ -47,3 +47,5 @@ def test_polyphony_limit_and_answer_onset_masks():
     onset = masks.build(set(), max_polyphony=8, onset_now=True)
     allowed_groups = {VOCAB.decode_token(t)[0] for t in np.flatnonzero(onset)}
     assert allowed_groups == {"NOTE_ON", "VELOCITY"}
+    note_only = masks.build(set(), max_polyphony=8, onset_now=True, velocity_first=False)
+    assert {VOCAB.decode_token(t)[0] for t in np.flatnonzero(note_only)} == {"NOTE_ON"}

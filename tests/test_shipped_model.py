@@ -28,3 +28,21 @@ def test_a_continuation_has_register_variety_rhythm_and_no_long_silence(shipped_
     assert stats["longest_silence_s"] < 2.0, stats  # no long silence
     assert stats["longest_one_pitch_run"] <= 6, stats  # no one-note loop
     assert stats["most_notes_at_once"] >= 2, stats  # a keyboard answer, not a single line
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5])
+def test_tokens_fed_in_one_call_through_bound_buffers_match_a_plain_run(shipped_model, length):
+    # Lengths 2-4 are primed through bound buffers, others through run(). (A call of several tokens
+    # is not bit-equal to stepping them: int8 quantizes each call's activations together.)
+    vocab = shipped_model.vocab
+    tokens = [vocab.time_shift(7), vocab.offset("VELOCITY") + 5, vocab.note_on(60), vocab.note_off(60),
+              vocab.time_shift(20)][:length]
+    shipped_model.reset()
+    shipped_model.step(vocab.special("START"))
+    before = shipped_model.snapshot()
+    primed = shipped_model.prime(tokens).copy()
+    expected_logits, expected_state = shipped_model.run(np.array([tokens]), before)
+    assert np.allclose(primed, expected_logits[0, -1], atol=1e-6)
+    for got, expected in zip(shipped_model.snapshot(), expected_state):
+        assert np.allclose(got, expected, atol=1e-6)
+    shipped_model.reset()
