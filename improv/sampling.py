@@ -55,12 +55,24 @@ class MaskBuilder:
         self.onset_only[velocity : velocity + vocab.velocity_bins] = True
         self.set_range(0, NUM_PITCHES - 1)
         self._mask = np.empty(vocab.size, dtype=bool)
+        self._onset_masks: dict[tuple, np.ndarray] = {}
 
     def set_range(self, pitch_low: int, pitch_high: int) -> None:
         self.pitch_low, self.pitch_high = pitch_low, pitch_high
 
     def build(self, sounding, max_polyphony: int, onset_now: bool = False, releasable=None,
               velocity_first: bool = True) -> np.ndarray:
+        """The mask (valid until the next build; do not write to it)."""
+        if onset_now:
+            # Kept, not rebuilt: an onset is often the first thing improv does after idling, when
+            # each numpy call costs tens of microseconds on cold caches.
+            key = (velocity_first, self.pitch_low, self.pitch_high, len(sounding) >= max_polyphony)
+            if key not in self._onset_masks:
+                self._onset_masks[key] = self._build(sounding, max_polyphony, True, (), velocity_first).copy()
+            return self._onset_masks[key]
+        return self._build(sounding, max_polyphony, False, releasable, velocity_first)
+
+    def _build(self, sounding, max_polyphony: int, onset_now: bool, releasable, velocity_first: bool) -> np.ndarray:
         mask = self._mask
         np.copyto(mask, (self.onset_only if velocity_first else self.note_only) if onset_now else self.base)
         on = self.on

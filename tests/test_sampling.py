@@ -49,3 +49,8 @@ def test_polyphony_limit_and_answer_onset_masks():
     assert allowed_groups == {"NOTE_ON", "VELOCITY"}
     note_only = masks.build(set(), max_polyphony=8, onset_now=True, velocity_first=False)
     assert {VOCAB.decode_token(t)[0] for t in np.flatnonzero(note_only)} == {"NOTE_ON"}
+    masks.set_range(48, 72)  # onset masks are kept between calls: a new range must still apply
+    ranged = masks.build(set(), max_polyphony=8, onset_now=True, velocity_first=False)
+    assert not ranged[VOCAB.note_on(40)] and ranged[VOCAB.note_on(60)]
+    full_onset = masks.build({50, 60}, max_polyphony=2, onset_now=True, velocity_first=False)
+    assert not full_onset[VOCAB.note_on(60)]
