@@ -262,8 +262,8 @@ def launch_jackd(name: str, period_frames: int = JACK_PERIOD_FRAMES, log=subproc
     return None
 
 
-def start_private_jack() -> subprocess.Popen | None:
-    started = start_jackd("improv-bench")
+def start_private_jack(log=subprocess.DEVNULL) -> subprocess.Popen | None:
+    started = start_jackd("improv-bench", log=log)
     if started is None:
         return None
     process, name, _ = started
@@ -450,14 +450,17 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
         "reaction_ms": None, "answer_after_silence_ms": None, "echo_ms": None, "jack_period_ms": None,
         "idle_cpu_percent": None, "jack_client_floor_cpu_percent": None, "rss_mib": None, "cpus": os.cpu_count(),
-        "jack_client": None,
+        "jack_client": None, "jack_xruns": None,
     }
-    jack = None
+    jack, jack_log = None, tempfile.TemporaryFile("w+")
     if not jack_running() and start_jack:
-        jack = start_private_jack()
+        jack = start_private_jack(jack_log)
     try:
         if jack_running():
             result.update(bench_daemon(str(model.path), phrases, backend))
+            if jack is not None:  # a server of our own: its log says how often the machine made it miss a cycle
+                jack_log.seek(0)
+                result["jack_xruns"] = jack_log.read().count("XRun")
         else:
             print("improv bench: no JACK server " + ("could be started (is jackd installed?)" if start_jack else
                   "runs (start one, or pass --start-jack)") + "; the figures through ports are null", file=sys.stderr)
@@ -465,6 +468,7 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
         if jack is not None:
             jack.terminate()
             jack.wait()
+        jack_log.close()
     return result
 
 
@@ -483,7 +487,8 @@ def render(result: dict) -> str:
         f"sampling                p50/p99        {p(result['sampling_us'])} (with masks {p(result['sampling_masked_us'])})",
         f"memory bandwidth        {result['bandwidth_gbs']} GB/s; step at {result['step_fraction_of_bandwidth']:.0%} of it",
         f"reaction, engine only   p50/p99        {p(result['reaction_compute_us'])} (player note in -> first note out)",
-        f"JACK period             {result['jack_period_ms']} ms; improv's JACK client: {result['jack_client']}",
+        f"JACK period             {result['jack_period_ms']} ms; improv's JACK client: {result['jack_client']}; "
+        f"xruns reported by a server the bench started: {result['jack_xruns']}",
         f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')}",
         f"bare echo, same JACK    p50/p99        {p(result['echo_ms'], 'ms')} (the transport's share of a reaction)",
         f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",
