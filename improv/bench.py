@@ -271,6 +271,22 @@ def start_private_jack(log=subprocess.DEVNULL) -> subprocess.Popen | None:
     return process
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) ticks of all CPUs so far, from /proc/stat; None where there is none."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time the hypervisor gave to other machines between two cpu_ticks()."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def _proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -450,14 +466,16 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
         "reaction_ms": None, "answer_after_silence_ms": None, "echo_ms": None, "jack_period_ms": None,
         "idle_cpu_percent": None, "jack_client_floor_cpu_percent": None, "rss_mib": None, "cpus": os.cpu_count(),
-        "jack_client": None, "jack_xruns": None,
+        "jack_client": None, "jack_xruns": None, "cpu_steal_percent": None,
     }
     jack, jack_log = None, tempfile.TemporaryFile("w+")
     if not jack_running() and start_jack:
         jack = start_private_jack(jack_log)
     try:
         if jack_running():
+            ticks = cpu_ticks()
             result.update(bench_daemon(str(model.path), phrases, backend))
+            result["cpu_steal_percent"] = steal_percent(ticks, cpu_ticks())
             if jack is not None:  # a server of our own: its log says how often the machine made it miss a cycle
                 jack_log.seek(0)
                 result["jack_xruns"] = jack_log.read().count("XRun")
@@ -488,7 +506,8 @@ def render(result: dict) -> str:
         f"memory bandwidth        {result['bandwidth_gbs']} GB/s; step at {result['step_fraction_of_bandwidth']:.0%} of it",
         f"reaction, engine only   p50/p99        {p(result['reaction_compute_us'])} (player note in -> first note out)",
         f"JACK period             {result['jack_period_ms']} ms; improv's JACK client: {result['jack_client']}; "
-        f"xruns reported by a server the bench started: {result['jack_xruns']}",
+        f"xruns reported by a server the bench started: {result['jack_xruns']}; CPU time stolen by the "
+        f"hypervisor meanwhile: {result['cpu_steal_percent']} %",
         f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')}",
         f"bare echo, same JACK    p50/p99        {p(result['echo_ms'], 'ms')} (the transport's share of a reaction)",
         f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",

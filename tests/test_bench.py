@@ -8,7 +8,7 @@ import pytest
 
 KEYS = {"step_us", "ort_run_us", "torch_step_us", "sampling_us", "weights_mib", "bandwidth_gbs",
         "step_fraction_of_bandwidth", "reaction_ms", "jack_period_ms", "idle_cpu_percent", "rss_mib",
-        "jack_client", "jack_xruns"}
+        "jack_client", "jack_xruns", "cpu_steal_percent"}
 
 
 def check_percentiles(figures, keys=("p50", "p99")):
@@ -36,3 +36,4 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
     assert report["idle_cpu_percent"] >= 0 and report["rss_mib"] > 10
     assert report["reaction_ms"]["n"] >= 1
     assert report["jack_xruns"] is None  # counted only on a server the bench started itself
+    assert report["cpu_steal_percent"] is None or 0 <= report["cpu_steal_percent"] <= 100
