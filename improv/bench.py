@@ -23,6 +23,7 @@ import numpy as np
 
 from improv.config import Config
 from improv.engine import Engine
+from improv.errors import PortError
 from improv.events import Msg
 from improv.model import OnnxModel
 from improv.offline import VirtualClock, perform, run_until
@@ -213,7 +214,6 @@ def weight_bytes(model: OnnxModel) -> int:
 # -- the real daemon through JACK ------------------------------------------------------------------
 def jack_running() -> bool:
     from improv.ports import choose_backend
-    from improv.errors import PortError
 
     try:
         return choose_backend("jack") == "jack"
@@ -517,7 +517,59 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+def idle_by_period(periods: list[int], backend: str = "jack") -> dict:
+    """Idle CPU of `improv run` (a client connected to its ports) and of a bare client of the same
+    kind, each on a private JACK server at each period in frames: JACK wakes every client once a
+    period, so this is how the idle cost follows the period the user chose."""
+    from improv.ports import ProbeClient, uses_native_jack, virtual_port_names
+
+    kind = "jack" if uses_native_jack(backend) else "jack-rtmidi"
+    results, saved = {}, os.environ.get("JACK_DEFAULT_SERVER")
+    try:
+        for frames in periods:
+            started = start_jackd("improv-idle", frames)
+            if started is None:
+                raise PortError("jackd did not start: install jackd2")
+            server, name, _ = started
+            os.environ["JACK_DEFAULT_SERVER"] = name
+            try:
+                daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", backend,
+                                           "--no-record"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                client = ProbeClient("bench-idle")
+                try:
+                    client.connect(*virtual_port_names(backend))
+                    time.sleep(1.0)
+                    idle = _idle_cpu_percent(daemon.pid, IDLE_SECONDS)
+                finally:
+                    client.close()
+                    daemon.terminate()
+                    daemon.wait()
+                results[str(frames)] = {"jack_period_ms": round(1000 * frames / JACK_RATE, 3), "idle_cpu_percent": idle,
+                                        "jack_client_floor_cpu_percent": jack_client_floor_cpu(kind)}
+            finally:
+                server.terminate()
+                server.wait()
+    finally:
+        if saved is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = saved
+    return results
+
+
 def main(args) -> int:
+    if args.idle_periods:
+        try:
+            periods = [int(frames) for frames in args.idle_periods.split(",")]
+        except ValueError:
+            print(f"improv bench: --idle-periods takes frames per period separated by commas, like 64,256; got "
+                  f"{args.idle_periods!r}", file=sys.stderr)
+            return 2
+        result = idle_by_period(periods, args.backend)
+        print(json.dumps(result) if args.json else "\n".join(
+            f"{frames:>5} frames ({r['jack_period_ms']} ms): idle improv {r['idle_cpu_percent']} % of a core, "
+            f"a bare client {r['jack_client_floor_cpu_percent']} %" for frames, r in result.items()))
+        return 0
     result = run_bench(args.model, args.seconds, args.start_jack, args.phrases, args.backend)
     print(json.dumps(result) if args.json else render(result))
     return 0

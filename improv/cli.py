@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--start-jack", action="store_true", help="start a private JACK server if none runs")
     bench.add_argument("--backend", default="jack", choices=["jack", "jack-rtmidi"],
                        help="improv's JACK client: its own (native) or python-rtmidi's")
+    bench.add_argument("--idle-periods", metavar="FRAMES,...",
+                       help="instead: idle CPU of improv run and of a bare client on private JACK servers at "
+                            "these periods (e.g. 64,128,256,1024)")
     bench.set_defaults(run=cmd_bench)
 
     play = commands.add_parser("play", help="play a MIDI file to a port in real time")

@@ -37,3 +37,15 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
     assert report["reaction_ms"]["n"] >= 1
     assert report["jack_xruns"] is None  # counted only on a server the bench started itself
     assert report["cpu_steal_percent"] is None or 0 <= report["cpu_steal_percent"] <= 100
+
+
+@pytest.mark.jack
+def test_idle_by_period_reports_each_period_it_was_asked_for(jack):
+    result = subprocess.run([sys.executable, "-m", "improv.cli", "bench", "--json", "--idle-periods", "1024"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert list(report) == ["1024"]
+    figures = report["1024"]
+    assert figures["jack_period_ms"] == pytest.approx(1024 / 48, abs=1e-3)
+    assert figures["idle_cpu_percent"] >= 0 and figures["jack_client_floor_cpu_percent"] >= 0
