@@ -402,17 +402,21 @@ class ProbeClient:
         (by default those `improv run` opens on JACK), waiting for them to appear."""
         if to_port is None or from_port is None:
             to_port, from_port = virtual_port_names("jack")
-        deadline = self.clock() + timeout_s
+        deadline, refused = self.clock() + timeout_s, None
         while self.clock() < deadline:
             inputs = [p for p in self.keys.peers("out") if p.startswith(to_port)]
             outputs = [p for p in self.synth.peers("in") if p.startswith(from_port)]
             if inputs and outputs:
-                self.keys.connect("out", inputs[0])
-                self.synth.connect("in", outputs[0])
-                time.sleep(PORT_SETTLE_S)
-                return
+                try:
+                    self.keys.connect("out", inputs[0])
+                    self.synth.connect("in", outputs[0])
+                    time.sleep(PORT_SETTLE_S)
+                    return
+                except PortError as err:  # a client's ports exist a moment before JACK lets them connect
+                    refused = err
             time.sleep(0.05)
-        raise PortError(f"ports {to_port}/{from_port} did not appear within {timeout_s} s")
+        raise PortError(f"could not connect to ports {to_port}/{from_port} within {timeout_s} s"
+                        + (f": {refused}" if refused else ": they did not appear"))
 
     def send(self, *data: int) -> float:
         """Send in the next JACK cycle; returns the time it was handed over. Raises PortError for a
