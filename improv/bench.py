@@ -262,8 +262,8 @@ def launch_jackd(name: str, period_frames: int = JACK_PERIOD_FRAMES, log=subproc
     return None
 
 
-def start_private_jack(log=subprocess.DEVNULL) -> subprocess.Popen | None:
-    started = start_jackd("improv-bench", log=log)
+def start_private_jack(log=subprocess.DEVNULL, period_frames: int = JACK_PERIOD_FRAMES) -> subprocess.Popen | None:
+    started = start_jackd("improv-bench", period_frames, log=log)
     if started is None:
         return None
     process, name, _ = started
@@ -446,7 +446,8 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
     return results
 
 
-def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases: int, backend: str = "jack") -> dict:
+def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases: int, backend: str = "jack",
+              period_frames: int = JACK_PERIOD_FRAMES) -> dict:
     model = OnnxModel(model_path)
     iterations = max(1000, int(seconds * 2000))
     step, ort_run = bench_step(model, iterations)
@@ -470,7 +471,7 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
     }
     jack, jack_log = None, tempfile.TemporaryFile("w+")
     if not jack_running() and start_jack:
-        jack = start_private_jack(jack_log)
+        jack = start_private_jack(jack_log, period_frames)
     try:
         if jack_running():
             ticks = cpu_ticks()
@@ -570,6 +571,6 @@ def main(args) -> int:
             f"{frames:>5} frames ({r['jack_period_ms']} ms): idle improv {r['idle_cpu_percent']} % of a core, "
             f"a bare client {r['jack_client_floor_cpu_percent']} %" for frames, r in result.items()))
         return 0
-    result = run_bench(args.model, args.seconds, args.start_jack, args.phrases, args.backend)
+    result = run_bench(args.model, args.seconds, args.start_jack, args.phrases, args.backend, args.jack_period)
     print(json.dumps(result) if args.json else render(result))
     return 0

@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--start-jack", action="store_true", help="start a private JACK server if none runs")
     bench.add_argument("--backend", default="jack", choices=["jack", "jack-rtmidi"],
                        help="improv's JACK client: its own (native) or python-rtmidi's")
+    bench.add_argument("--jack-period", type=int, default=64, metavar="FRAMES",
+                       help="the period of the JACK server --start-jack starts (default 64 frames at 48 kHz)")
     bench.add_argument("--idle-periods", metavar="FRAMES,...",
                        help="instead: idle CPU of improv run and of a bare client on private JACK servers at "
                             "these periods (e.g. 64,128,256,1024)")
