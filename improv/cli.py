@@ -138,6 +138,17 @@ def cmd_run(args) -> int:
         status.clear()
 
 
+def jack_period_frames(text: str) -> int:
+    """argparse type: frames per JACK period, a power of two JACK accepts."""
+    try:
+        frames = int(text)
+    except ValueError:
+        frames = 0
+    if frames < 16 or frames > 4096 or frames & (frames - 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JACK period: give a power of two from 16 to 4096 frames")
+    return frames
+
+
 def cmd_bench(args) -> int:
     from improv import bench
 
@@ -243,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--start-jack", action="store_true", help="start a private JACK server if none runs")
     bench.add_argument("--backend", default="jack", choices=["jack", "jack-rtmidi"],
                        help="improv's JACK client: its own (native) or python-rtmidi's")
-    bench.add_argument("--jack-period", type=int, default=64, metavar="FRAMES",
-                       help="the period of the JACK server --start-jack starts (default 64 frames at 48 kHz)")
+    bench.add_argument("--jack-period", type=jack_period_frames, default=64, metavar="FRAMES",
+                       help="the period of the JACK server --start-jack starts (default 64 frames at 48 kHz; "
+                            "a server already running is measured as it is)")
     bench.add_argument("--idle-periods", metavar="FRAMES,...",
                        help="instead: idle CPU of improv run and of a bare client on private JACK servers at "
                             "these periods (e.g. 64,128,256,1024)")

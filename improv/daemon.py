@@ -279,13 +279,21 @@ class Daemon:
         """A port connected by name that went away: release, keep running, reconnect when it is back."""
         self._next_port_check = now + PORT_CHECK_S
         midi = self.config.midi
-        if self.input is not None and not self.input.still_connected():
+        if any(port is not None and port.server_gone() for port in (self.input, self.output)):
+            # The client both ports share is gone: both close before either opens again.
+            log.error("JACK closed improv's client; improv keeps running and opens its ports again when a "
+                      "JACK server is back")
+            lost_input, lost_output = self.input is not None, self.output is not None
+        else:
+            lost_input = self.input is not None and not self.input.still_connected()
+            lost_output = self.output is not None and not self.output.still_connected()
+        if lost_input:
             log.error("input port %s went away; improv keeps running and reconnects when it is back", self.input.name)
             self.input.close()
             self.input = None
             self._send(self.engine.panic(now), now)
             self.guard.release_all()  # passed-through notes will never get their note-offs now
-        if self.output is not None and not self.output.still_connected():
+        if lost_output:
             log.error("output port %s went away; improv keeps running and reconnects when it is back", self.output.name)
             self.engine.panic(now)
             self.guard.sounding.clear()  # those notes went with the port

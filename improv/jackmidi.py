@@ -134,7 +134,10 @@ class JackMidiClient:
     def acquire(cls, client_name: str, clock: Callable[[], float] = time.monotonic) -> "JackMidiClient":
         with cls._lock:
             client = cls._open.get(client_name)
-            if client is None or client.server_gone():  # a dead client stays with its users until they let go
+            if client is not None and client.server_gone():
+                # Opening a client beside a dead one lets libjack free the dead one under its users.
+                raise PortError(f"JACK closed client {client.name!r}: close its ports before opening them again")
+            if client is None:
                 client = cls._open[client_name] = cls(client_name, clock)
             client.users += 1
             return client
@@ -220,7 +223,7 @@ class JackMidiClient:
         return best[1]
 
     def server_gone(self) -> bool:
-        """True once the JACK server has stopped or thrown this client out: it never works again."""
+        """True once JACK has closed this client (its server stopped, or dropped it): it never works again."""
         return self.counter("server_gone") != 0
 
     def port_name(self, direction: str) -> str:
@@ -297,8 +300,8 @@ class JackMidiClient:
             emptied = self._drain((lambda t, data: enqueue(raw_input(t, data))) if enqueue is not None
                                   else (lambda *_: None))
             if self.server_gone() and not gone_logged:
-                log.error("the JACK server %s has stopped; improv keeps running and opens its ports again when "
-                          "a JACK server is back", os.environ.get("JACK_DEFAULT_SERVER", "default"))
+                log.error("JACK closed client %r (its server %s stopped, or dropped the client)", self.name,
+                          os.environ.get("JACK_DEFAULT_SERVER", "default"))
                 gone_logged = True
             dropped = self.counter("dropped_in")
             if dropped > self._dropped_in:
@@ -324,8 +327,11 @@ class JackMidiClient:
         """Queue a message for the next cycle, or, with `due_s` (on `clock`), for the first cycle at or
         after its due time, at its offset in the period before."""
         due_us = 0 if due_s is None else max(1, round((due_s - self.offset_s()) * 1e6))
+        if self.out_port is None:
+            raise PortError(f"JACK client {self.name!r} has no output port")
         if self.server_gone():
-            raise PortError(f"cannot send to {self.port_name('out')}: the JACK server has stopped")
+            raise PortError(f"cannot send to {self.port_name('out')}: JACK closed the client (its server stopped, "
+                            "or dropped it)")
         with self._send_lock:
             if self._closed or self.native.ijm_send(self.state, due_us, bytes(data), len(data)) != 0:
                 raise PortError(f"cannot send {len(data)} bytes to {self.port_name('out')}: "
@@ -352,6 +358,10 @@ class JackMidiClient:
             if self._reader.is_alive():
                 log.error("improv's JACK input reader did not end; leaving its client open rather than free it")
                 return
+        if self.server_gone():
+            # Closing a client JACK has already let go can block (a known libjack behaviour), and
+            # libjack frees its leftovers at the next client open: its handle is left alone.
+            return
         self._free()
 
     def _free(self) -> None:

@@ -212,6 +212,9 @@ class _Port:
         except Exception:
             return False
 
+    def server_gone(self) -> bool:
+        return False  # python-rtmidi does not say
+
     def close(self) -> None:
         close_rtmidi(self._rt)
 
@@ -271,10 +274,14 @@ class _JackPort:
         self.name = self.peer or self.client.port_name(self.direction)
 
     def still_connected(self) -> bool:
-        """False once the JACK server has stopped, or the port connected by name has gone."""
-        if self.client.server_gone():
+        """False once JACK has closed the client, or the port connected by name has gone."""
+        if self.server_gone():
             return False
         return self.peer is None or self.client.connected_to(self.direction, self.peer)
+
+    def server_gone(self) -> bool:
+        """JACK has closed the client both directions share (its server stopped, or dropped it)."""
+        return self.client.server_gone()
 
     def close(self) -> None:
         if self.peer is not None and not self.client.server_gone():

@@ -53,11 +53,14 @@ class MaskBuilder:
         self.note_only = self.onset_only.copy()
         velocity = vocab.offset("VELOCITY")
         self.onset_only[velocity : velocity + vocab.velocity_bins] = True
+        self._onset_masks: dict[tuple, np.ndarray] = {}
+        self.pitch_low = self.pitch_high = -1
         self.set_range(0, NUM_PITCHES - 1)
         self._mask = np.empty(vocab.size, dtype=bool)
-        self._onset_masks: dict[tuple, np.ndarray] = {}
 
     def set_range(self, pitch_low: int, pitch_high: int) -> None:
+        if (pitch_low, pitch_high) != (self.pitch_low, self.pitch_high):
+            self._onset_masks = {}  # kept for one range at a time: a controller can move it anywhere
         self.pitch_low, self.pitch_high = pitch_low, pitch_high
 
     def build(self, sounding, max_polyphony: int, onset_now: bool = False, releasable=None,
@@ -66,7 +69,7 @@ class MaskBuilder:
         if onset_now:
             # Kept, not rebuilt: an onset is often the first thing improv does after idling, when
             # each numpy call costs tens of microseconds on cold caches.
-            key = (velocity_first, self.pitch_low, self.pitch_high, len(sounding) >= max_polyphony)
+            key = (velocity_first, len(sounding) >= max_polyphony)
             if key not in self._onset_masks:
                 self._onset_masks[key] = self._build(sounding, max_polyphony, True, (), velocity_first).copy()
             return self._onset_masks[key]

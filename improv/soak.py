@@ -51,10 +51,10 @@ def play_phrase(client: ProbeClient, rng: random.Random) -> float:
 def soak(minutes: float, model: str | None = None, seed: int = 0) -> dict:
     rng = random.Random(seed)
     model_args = ["--model", model] if model else []
+    client = ProbeClient("soak")
     daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", "jack", "--no-record",
                                "--mode", "continuous", "--response-ms", str(PLAY_ON_MS), *model_args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    client = ProbeClient("soak")
     samples: list[tuple[float, float]] = []  # (elapsed s, reaction ms)
     rss: list[tuple[float, float]] = []
     phrases = 0

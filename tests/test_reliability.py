@@ -10,7 +10,7 @@ import pytest
 
 from improv.bench import process_rss_mib
 from improv.errors import PortError
-from improv.ports import ProbeClient, note_ons, sounding_after
+from improv.ports import ProbeClient, sounding_after
 from jackserver import answers as answers_after_silence
 from jackserver import launch_improv, start_improv, stop_improv
 

@@ -15,6 +15,8 @@ SILENCE_MS = 250
 
 
 def test_improv_outlives_its_jack_server_and_plays_again_on_the_next(jack):
+    if jack.process.poll() is not None:
+        jack.restart()  # a rerun (after xruns) of a run that had stopped the server
     client = ProbeClient("tester")
     process = launch_improv(client, "--no-record", "--silence-ms", str(SILENCE_MS))
     try:
@@ -30,5 +32,5 @@ def test_improv_outlives_its_jack_server_and_plays_again_on_the_next(jack):
     finally:
         code, stderr = stop_improv(process)
         client.close()
-    assert "JACK server" in stderr and "has stopped" in stderr and "is back" in stderr, stderr[-2000:]
+    assert "JACK closed client 'improv'" in stderr and "is back" in stderr, stderr[-2000:]
     assert code == 0 and "Traceback" not in stderr, stderr[-2000:]
