@@ -149,6 +149,11 @@ def jack_period_frames(text: str) -> int:
     return frames
 
 
+def jack_periods(text: str) -> list[int]:
+    """argparse type: JACK periods in frames separated by commas."""
+    return [jack_period_frames(frames) for frames in text.split(",")]
+
+
 def cmd_bench(args) -> int:
     from improv import bench
 
@@ -257,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--jack-period", type=jack_period_frames, default=64, metavar="FRAMES",
                        help="the period of the JACK server --start-jack starts (default 64 frames at 48 kHz; "
                             "a server already running is measured as it is)")
-    bench.add_argument("--idle-periods", metavar="FRAMES,...",
+    bench.add_argument("--idle-periods", type=jack_periods, metavar="FRAMES,...",
                        help="instead: idle CPU of improv run and of a bare client on private JACK servers at "
                             "these periods (e.g. 64,128,256,1024)")
     bench.set_defaults(run=cmd_bench)
