@@ -144,3 +144,56 @@ def test_an_input_reopened_while_the_output_holds_the_client_hears_only_what_com
         inp.close()
     finally:
         out.close()
+
+
+RAW_SENDER = """
+# A bare JACK client whose process callback (Python, through ctypes) writes one event a cycle.
+import ctypes, os, sys, time
+from improv.jackmidi import MIDI_TYPE, NO_START_SERVER, PORT_IS_OUTPUT, libjack
+jack = libjack()
+P = ctypes.c_void_p
+jack.jack_port_get_buffer.restype, jack.jack_port_get_buffer.argtypes = P, [P, ctypes.c_uint32]
+jack.jack_midi_clear_buffer.argtypes = [P]
+jack.jack_midi_event_write.argtypes = [P, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t]
+events = [bytes([0xF0] + [0x11] * 40 + [0xF7]),  # sysex: dropped as such
+          bytes([0x90, 60, 70] + [61, 71] * 8),  # one 19-byte event: too long for a record
+          bytes([0x90, 60, 70])]
+client = jack.jack_client_open(b"raw-sender", NO_START_SERVER, ctypes.byref(ctypes.c_int(0)))
+port = jack.jack_port_register(client, b"out", MIDI_TYPE, PORT_IS_OUTPUT, 0)
+go = []
+@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, P)
+def process(nframes, _):
+    buffer = jack.jack_port_get_buffer(port, nframes)
+    jack.jack_midi_clear_buffer(buffer)
+    if go and events:
+        event = events.pop(0)
+        jack.jack_midi_event_write(buffer, 0, event, len(event))
+    return 0
+jack.jack_set_process_callback(client, ctypes.cast(process, P), None)
+jack.jack_activate(client)
+assert jack.jack_connect(client, b"raw-sender:out", sys.argv[1].encode()) == 0
+time.sleep(0.2)
+go.append(1)
+time.sleep(0.5)
+os._exit(0 if not events else 1)  # no close: the client goes with the process
+"""
+
+
+def test_messages_longer_than_a_record_are_dropped_and_counted(jack):
+    # A longer event would overrun the ring's record: it must be dropped in C. improv's own
+    # keyboard-and-synth carries 12 bytes at most, so a bare client in its own process sends them.
+    import subprocess
+    import sys
+
+    received = []
+    port = open_input("jack", "jm-long", None, received.append)
+    try:
+        result = subprocess.run([sys.executable, "-c", RAW_SENDER, "jm-long:in"], capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert wait_for(lambda: received)
+        time.sleep(0.05)
+        assert [raw.data for raw in received] == [[0x90, 60, 70]]
+        assert port.client.counter("filtered") == 2
+    finally:
+        port.close()
