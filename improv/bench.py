@@ -525,18 +525,17 @@ def idle_by_period(periods: list[int], backend: str = "jack") -> dict:
     """Idle CPU of `improv run` (a client connected to its ports) and of a bare client of the same
     kind, each on a private JACK server at each period in frames: JACK wakes every client once a
     period, so this is how the idle cost follows the period the user chose."""
-    from improv.ports import ProbeClient, uses_native_jack, virtual_port_names
+    from improv.ports import ProbeClient, default_jack_server, uses_native_jack, virtual_port_names
 
     kind = "jack" if uses_native_jack(backend) else "jack-rtmidi"
-    results, saved = {}, os.environ.get("JACK_DEFAULT_SERVER")
-    try:
-        for frames in periods:
-            started = start_jackd("improv-idle", frames)
-            if started is None:
-                raise PortError(f"jackd did not start at {frames} frames a period: is jackd2 installed?")
-            server, name, _ = started
-            os.environ["JACK_DEFAULT_SERVER"] = name
-            try:
+    results = {}
+    for frames in periods:
+        started = start_jackd("improv-idle", frames)
+        if started is None:
+            raise PortError(f"jackd did not start at {frames} frames a period: is jackd2 installed?")
+        server, name, _ = started
+        try:
+            with default_jack_server(name):
                 client = ProbeClient("bench-idle")
                 daemon = subprocess.Popen([sys.executable, "-m", "improv.cli", "run", "--backend", backend,
                                            "--no-record"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -550,14 +549,9 @@ def idle_by_period(periods: list[int], backend: str = "jack") -> dict:
                     daemon.wait()
                 results[str(frames)] = {"jack_period_ms": round(1000 * frames / JACK_RATE, 3), "idle_cpu_percent": idle,
                                         "jack_client_floor_cpu_percent": jack_client_floor_cpu(kind)}
-            finally:
-                server.terminate()
-                server.wait()
-    finally:
-        if saved is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = saved
+        finally:
+            server.terminate()
+            server.wait()
     return results
 
 

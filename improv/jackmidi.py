@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import ctypes.util
+import functools
 import importlib.machinery
 import logging
 import os
@@ -51,15 +51,11 @@ class _Api(ctypes.Structure):
         "jack_midi_event_write", "jack_midi_max_event_size", "jack_get_time")]
 
 
-_loaded: tuple | None = None
-
-
+@functools.cache
 def _load() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
     """(libjack, the native callback library), or None when either is missing."""
-    global _loaded
-    if _loaded is None:
-        _loaded = (libjack(), _load_native())
-    return None if None in _loaded else _loaded
+    loaded = (libjack(), _load_native())
+    return None if None in loaded else loaded
 
 
 def available() -> bool:

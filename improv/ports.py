@@ -102,21 +102,29 @@ def choose_backend(backend: str = "auto") -> str:
     raise PortError(f"no MIDI system is available: {NO_MIDI_HELP.get(sys.platform, 'start a JACK server')}")
 
 
+@contextlib.contextmanager
+def default_jack_server(name: str):
+    """Clients opened inside (and processes started inside) talk to the JACK server `name`:
+    libjack reads JACK_DEFAULT_SERVER at each client open."""
+    saved = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = saved
+
+
 def jack_period_ms(server: str | None = None) -> float | None:
     """The period (buffer size / sample rate) in ms of the running JACK server (named `server`, or
     the default one), or None when it does not run. rtmidi does not expose it, so this asks libjack."""
     import ctypes
 
     if server is not None:
-        saved = os.environ.get("JACK_DEFAULT_SERVER")
-        os.environ["JACK_DEFAULT_SERVER"] = server  # libjack reads it at each client open
-        try:
+        with default_jack_server(server):
             return jack_period_ms()
-        finally:
-            if saved is None:
-                del os.environ["JACK_DEFAULT_SERVER"]
-            else:
-                os.environ["JACK_DEFAULT_SERVER"] = saved
 
     from improv.jackmidi import NO_START_SERVER, libjack
 
