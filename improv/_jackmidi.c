@@ -61,7 +61,8 @@ typedef struct {
     _Atomic uint64_t tail; /* next to write; written by the producer only */
 } ijm_ring;
 
-enum { IJM_CYCLES, IJM_DROPPED_IN, IJM_DROPPED_OUT, IJM_FILTERED, IJM_SERVER_GONE, IJM_COUNTERS };
+/* IJM_LAST_OUT_US is not a count: the JACK time of the last cycle that wrote output. */
+enum { IJM_CYCLES, IJM_DROPPED_IN, IJM_DROPPED_OUT, IJM_FILTERED, IJM_SERVER_GONE, IJM_LAST_OUT_US, IJM_COUNTERS };
 
 typedef struct {
     ijm_api api;
@@ -144,6 +145,7 @@ static void process_output(ijm_state *s, void *port, ijm_nframes nframes, ijm_ti
         if (s->api.midi_event_write(buffer, offset, record->data, record->size) != 0) break;
         earliest = offset;
         ring_pop(&s->out);
+        atomic_store_explicit(&s->counters[IJM_LAST_OUT_US], now_us, memory_order_release);
     }
 }
 

@@ -40,7 +40,8 @@ READER_JOIN_S = 2.0
 # Well under the model's 10 ms time step, so the model's context is the same either way.
 HANDOVER_S = 0.002
 OFFSET_REFRESH_S = 1.0  # JACK's clock is CLOCK_MONOTONIC_RAW, which NTP does not slew: re-read the offset
-COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3, "server_gone": 4}
+# "last_out_us" is JACK's time at the start of the last cycle that wrote output, not a count.
+COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3, "server_gone": 4, "last_out_us": 5}
 
 
 class _Api(ctypes.Structure):
@@ -332,6 +333,12 @@ class JackMidiClient:
             if self._closed or self.native.ijm_send(self.state, due_us, bytes(data), len(data)) != 0:
                 raise PortError(f"cannot send {len(data)} bytes to {self.port_name('out')}: "
                                 + ("closed" if self._closed else "message too long or output queue full"))
+
+    def last_out_s(self) -> float | None:
+        """The start of the last cycle that wrote output, on `clock` (None before any): when a synth
+        in the graph plays what it carried, as input is stamped."""
+        time_us = self.counter("last_out_us")
+        return time_us / 1e6 + self.offset_s() if time_us else None
 
     def counter(self, name: str) -> int:
         return int(self.native.ijm_counter(self.state, COUNTERS[name]))

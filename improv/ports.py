@@ -439,7 +439,13 @@ class ProbeClient:
         self.keys.send(list(data))
         return self.clock()
 
-    def play(self, pitches, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
+    def last_sent_s(self) -> float | None:
+        """When the last message sent entered JACK: the start of the cycle that carried it, which is
+        how arrivals are stamped, so the two differ by whole periods. None until one has left.
+        `send` returns earlier, up to a period: a message waits for the keys client's next cycle."""
+        return self.keys.last_out_s()
+
+    def play(self, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
         """Play a phrase in real time; returns the time of the last key up."""
         last_up = self.clock()
         for pitch in pitches:

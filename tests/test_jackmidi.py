@@ -55,6 +55,27 @@ def test_input_is_stamped_on_the_monotonic_clock_between_send_and_arrival(probe)
         port.close()
 
 
+def test_a_sent_message_is_stamped_with_the_cycle_that_carried_it_like_an_arrival(jack):
+    # The bench measures reactions from here: the keys client writes in cycle N, and a client after
+    # it in the graph reads in the same cycle N, so the two stamps agree to well under a period.
+    probe = ProbeClient("jm-self")
+    try:
+        probe.connect("jm-self-synth:synth", "jm-self-keys:keys")
+        assert probe.last_sent_s() is None
+        period_s = probe.keys.period_s
+        for i in range(10):
+            sent_s = probe.send(0x90, 60 + i, 80)
+            assert wait_for(lambda: len(probe.pending()) == 1), f"message {i} never arrived"
+            (arrived_s, data), = probe.drain()
+            entered_s = probe.last_sent_s()
+            assert data == [0x90, 60 + i, 80]
+            assert sent_s - SLACK_S <= entered_s <= sent_s + period_s + 0.02  # its next cycle, on a loaded VM
+            assert abs(arrived_s - entered_s) < period_s / 4, f"{1000 * (arrived_s - entered_s):.2f} ms apart"
+            time.sleep(period_s * (1 + i % 3) / 3)  # the next send falls elsewhere in the cycle
+    finally:
+        probe.close()
+
+
 def test_sysex_clock_and_sensing_are_dropped_before_python_and_counted(probe):
     received = []
     port = open_input("jack", "jm-filter", None, received.append)
