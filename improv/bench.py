@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -373,11 +374,11 @@ def bench_transport_floor(notes: int, backend: str = "jack") -> dict | None:
         reactions = []
         for i in range(notes):
             client.drain()
-            sent = client.send(0x90, 60 + i % 12, 80)
+            client.send(0x90, 60 + i % 12, 80)
             time.sleep(0.05)
-            echoed = note_ons(client.drain())
-            if echoed:
-                reactions.append((echoed[0][0] - sent) * 1000)
+            echoed, entered = note_ons(client.drain()), client.last_sent_s()
+            if echoed and entered is not None:
+                reactions.append((echoed[0][0] - entered) * 1000)
             client.send(0x80, 60 + i % 12, 0)
             time.sleep(0.05)
     finally:
@@ -393,6 +394,8 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
 
     native = uses_native_jack(backend)
     results: dict = {"jack_client": "native" if native else "rtmidi"}
+    continuous: list[float] = []
+    send_waits: list[float] = []  # the probe's own wait for its next cycle, which figures from the send call include
     for mode in ("call-response", "continuous"):
         log = tempfile.TemporaryFile("w+")  # read only when something went wrong; a pipe could fill and block it
         client = ProbeClient(f"bench-{mode}")
@@ -407,23 +410,33 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
                 results["idle_cpu_percent"] = _idle_cpu_percent(daemon.pid, IDLE_SECONDS)
             reactions = []
             for i in range(phrases):
+                # Times run from the cycle that carried the key into JACK (as arrivals are stamped:
+                # when a synth in the graph plays it), not from the send call a period or less before.
                 if mode == "call-response":
-                    last_up = client.play([60 + i % 5, 64, 67], note_s=0.08, gap_s=0.02)
-                    reference = last_up + silence_ms / 1000
+                    client.play([60 + i % 5, 64, 67], note_s=0.08, gap_s=0.02)
+                    last_up = client.last_sent_s()
+                    reference = None if last_up is None else last_up + silence_ms / 1000
                     time.sleep(silence_ms / 1000 + 0.15)
                     client.send(0xB0, 123, 0)  # all notes off: the answer stops, nothing new is heard
                 else:
                     time.sleep(CONTINUOUS_PLAY_ON_MS / 1000 + 0.3)  # improv has stopped: measure from silence
                     client.drain()
-                    reference = client.send(0x90, 60 + i % 12, 80)
+                    called = client.send(0x90, 60 + i % 12, 80)
                     time.sleep(0.1)
+                    reference = client.last_sent_s()
+                    if reference is not None:
+                        send_waits.append((reference - called) * 1000)
                     client.send(0x80, 60 + i % 12, 0)
+                if reference is None:  # the key never left: JACK has stopped (reported as a missing phrase)
+                    continue
                 ons = [t for t, _ in note_ons(client.drain()) if t >= reference - 0.002]
                 if ons:
                     reactions.append((ons[0] - reference) * 1000)
                 time.sleep(0.1)
             key = "reaction_ms" if mode == "continuous" else "answer_after_silence_ms"
             results[key] = reaction_summary_ms(reactions)
+            if mode == "continuous":
+                continuous = reactions
             if len(reactions) < phrases:
                 log.seek(0)
                 print(f"improv bench: {phrases - len(reactions)} of {phrases} {mode} phrases had no note from improv "
@@ -440,6 +453,10 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
             log.close()
     period_ms = jack_period_ms()
     results["jack_period_ms"] = round(period_ms, 3) if period_ms is not None else None
+    results["send_wait_ms"] = reaction_summary_ms(send_waits)
+    if period_ms is not None:  # how many periods after the key improv's note came: whole ones, give or take microseconds
+        periods = Counter(str(round(r / period_ms)) for r in continuous)
+        results["reaction_periods"] = dict(sorted(periods.items(), key=lambda item: int(item[0])))
     kind = "jack" if native else "jack-rtmidi"  # the bare floor and echo use the same kind of client
     results["jack_client_floor_cpu_percent"] = jack_client_floor_cpu(kind)
     results["echo_ms"] = bench_transport_floor(max(phrases, 20), kind)
@@ -467,7 +484,8 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
         "reaction_ms": None, "answer_after_silence_ms": None, "echo_ms": None, "jack_period_ms": None,
         "idle_cpu_percent": None, "jack_client_floor_cpu_percent": None, "rss_mib": None, "cpus": os.cpu_count(),
-        "jack_client": None, "jack_xruns": None, "cpu_steal_percent": None,
+        "jack_client": None, "jack_xruns": None, "cpu_steal_percent": None, "send_wait_ms": None,
+        "reaction_periods": None,
     }
     jack, jack_log = None, tempfile.TemporaryFile("w+", errors="replace")
     if not jack_running() and start_jack:
@@ -512,8 +530,11 @@ def render(result: dict) -> str:
         f"JACK period             {result['jack_period_ms']} ms; improv's JACK client: {result['jack_client']}; "
         f"xruns reported by a server the bench started: {result['jack_xruns']}; CPU time stolen by the "
         f"hypervisor meanwhile: {result['cpu_steal_percent']} %",
-        f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')}",
+        f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')} (from the cycle that carried the key; "
+        f"by periods: {result['reaction_periods']})",
         f"bare echo, same JACK    p50/p99        {p(result['echo_ms'], 'ms')} (the transport's share of a reaction)",
+        f"probe's wait to send    p50/p99        {p(result['send_wait_ms'], 'ms')} (send call to the cycle that "
+        "carried the key: not in the figures above)",
         f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",
         f"idle daemon             {result['idle_cpu_percent']} % of a core, {result['rss_mib']} MiB resident "
         f"(a bare JACK client of the same kind idles at {result['jack_client_floor_cpu_percent']} %)",

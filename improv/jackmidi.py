@@ -334,6 +334,10 @@ class JackMidiClient:
                 raise PortError(f"cannot send {len(data)} bytes to {self.port_name('out')}: "
                                 + ("closed" if self._closed else "message too long or output queue full"))
 
+    def unsent(self) -> int:
+        """Messages sent but not yet written to the port."""
+        return int(self.native.ijm_unsent(self.state))
+
     def last_out_s(self) -> float | None:
         """The start of the last cycle that wrote output, on `clock` (None before any): when a synth
         in the graph plays what it carried, as input is stamped."""
@@ -350,7 +354,7 @@ class JackMidiClient:
         if self._closed:
             return
         deadline = time.monotonic() + DRAIN_LIMIT_S
-        while self.native.ijm_unsent(self.state) and not self.server_gone() and time.monotonic() < deadline:
+        while self.unsent() and not self.server_gone() and time.monotonic() < deadline:
             time.sleep(self.period_s)
         with self._send_lock, self._read_lock:
             self._closed = True

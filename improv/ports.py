@@ -439,13 +439,16 @@ class ProbeClient:
         self.keys.send(list(data))
         return self.clock()
 
-    def last_sent_s(self) -> float | None:
+    def last_sent_s(self, timeout_s: float = 1.0) -> float | None:
         """When the last message sent entered JACK: the start of the cycle that carried it, which is
         how arrivals are stamped, so the two differ by whole periods. None until one has left.
         `send` returns earlier, up to a period: a message waits for the keys client's next cycle."""
+        deadline = self.clock() + timeout_s
+        while self.keys.unsent() and self.clock() < deadline:
+            time.sleep(self.keys.period_s)
         return self.keys.last_out_s()
 
-    def play(self, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
+    def play(self, pitches, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
         """Play a phrase in real time; returns the time of the last key up."""
         last_up = self.clock()
         for pitch in pitches:

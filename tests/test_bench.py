@@ -8,7 +8,7 @@ import pytest
 
 KEYS = {"step_us", "ort_run_us", "torch_step_us", "sampling_us", "weights_mib", "bandwidth_gbs",
         "step_fraction_of_bandwidth", "reaction_ms", "jack_period_ms", "idle_cpu_percent", "rss_mib",
-        "jack_client", "jack_xruns", "cpu_steal_percent"}
+        "jack_client", "jack_xruns", "cpu_steal_percent", "send_wait_ms", "reaction_periods"}
 
 
 def check_percentiles(figures, keys=("p50", "p99")):
@@ -25,7 +25,7 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
     assert KEYS <= set(report)
     check_percentiles(report["step_us"], ("p50", "p99", "p999"))
     for key in ("ort_run_us", "cold_step_us", "engine_step_us", "sampling_us", "reaction_compute_us", "reaction_ms",
-                "answer_after_silence_ms", "echo_ms"):
+                "answer_after_silence_ms", "echo_ms", "send_wait_ms"):
         assert report[key] is not None, f"{key} was not measured: {result.stderr[-2000:]}"
         check_percentiles(report[key])
     assert report["jack_client"] in ("native", "rtmidi")
@@ -35,6 +35,9 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
     assert report["jack_period_ms"] == pytest.approx(jack.period_ms, abs=1e-3)
     assert report["idle_cpu_percent"] >= 0 and report["rss_mib"] > 10
     assert report["reaction_ms"]["n"] >= 1
+    # Counted from the cycle that carried the key: improv's note comes one or more whole periods later.
+    periods = report["reaction_periods"]
+    assert all(int(count) >= 1 for count in periods) and sum(periods.values()) == report["reaction_ms"]["n"]
     assert report["jack_xruns"] is None  # counted only on a server the bench started itself
     assert report["cpu_steal_percent"] is None or 0 <= report["cpu_steal_percent"] <= 100
 
