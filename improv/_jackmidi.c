@@ -48,6 +48,7 @@ typedef struct {
 
 #define IJM_MAX_BYTES 12
 #define IJM_RING 4096 /* a power of two */
+#define IJM_LATE 256  /* late cycles remembered (a power of two) */
 
 typedef struct {
     ijm_time time_us;
@@ -74,6 +75,12 @@ typedef struct {
     ijm_ring in, out;
     ijm_time last_due_us; /* sender's side: due times never go backwards, so order is kept */
     _Atomic uint64_t counters[IJM_COUNTERS];
+    /* Cycles that began more than 1.5 periods after the one before (JACK did not keep time: the
+       machine woke it late, or it missed a cycle), by their start: a measurement can tell what
+       the machine disturbed from what the program did. */
+    ijm_time last_cycle_us;
+    _Atomic uint64_t late_count;
+    _Atomic ijm_time late_us[IJM_LATE];
 } ijm_state;
 
 static int ring_push(ijm_ring *ring, const ijm_record *record) {
@@ -124,10 +131,9 @@ static void process_input(ijm_state *s, void *port, ijm_nframes nframes, ijm_tim
     }
 }
 
-static void process_output(ijm_state *s, void *port, ijm_nframes nframes, ijm_time now_us) {
+static void process_output(ijm_state *s, void *port, ijm_nframes nframes, ijm_time now_us, ijm_time period_us) {
     void *buffer = s->api.port_get_buffer(port, nframes);
     s->api.midi_clear_buffer(buffer);
-    ijm_time period_us = (ijm_time)nframes * 1000000u / s->sample_rate;
     ijm_nframes earliest = 0; /* JACK wants event times in order within a cycle */
     ijm_record *record;
     while ((record = ring_peek(&s->out)) != NULL) {
@@ -152,10 +158,17 @@ static void process_output(ijm_state *s, void *port, ijm_nframes nframes, ijm_ti
 int ijm_process(ijm_nframes nframes, void *arg) {
     ijm_state *s = arg;
     ijm_time now_us = s->api.get_time();
+    ijm_time period_us = (ijm_time)nframes * 1000000u / s->sample_rate;
+    if (s->last_cycle_us != 0 && now_us - s->last_cycle_us > period_us * 3 / 2) {
+        uint64_t n = atomic_load_explicit(&s->late_count, memory_order_relaxed);
+        atomic_store_explicit(&s->late_us[n & (IJM_LATE - 1)], now_us, memory_order_relaxed);
+        atomic_store_explicit(&s->late_count, n + 1, memory_order_release);
+    }
+    s->last_cycle_us = now_us;
     void *in_port = atomic_load_explicit(&s->in_port, memory_order_acquire);
     void *out_port = atomic_load_explicit(&s->out_port, memory_order_acquire);
     if (in_port != NULL) process_input(s, in_port, nframes, now_us);
-    if (out_port != NULL) process_output(s, out_port, nframes, now_us);
+    if (out_port != NULL) process_output(s, out_port, nframes, now_us, period_us);
     atomic_fetch_add_explicit(&s->counters[IJM_CYCLES], 1, memory_order_release);
     return 0;
 }
@@ -223,6 +236,17 @@ int ijm_send(ijm_state *s, ijm_time due_us, const unsigned char *data, uint32_t 
         return -1;
     }
     return 0;
+}
+
+/* Up to `room` starts of late cycles, newest first (JACK microseconds); returns how many. */
+uint32_t ijm_late_cycles(ijm_state *s, ijm_time *starts, uint32_t room) {
+    uint64_t n = atomic_load_explicit(&s->late_count, memory_order_acquire);
+    uint32_t found = 0;
+    while (found < room && found < IJM_LATE && found < n) {
+        starts[found] = atomic_load_explicit(&s->late_us[(n - 1 - found) & (IJM_LATE - 1)], memory_order_relaxed);
+        found++;
+    }
+    return found;
 }
 
 /* Messages sent but not yet written to the port. */

@@ -26,6 +26,7 @@ from improv.config import Config
 from improv.engine import Engine
 from improv.errors import PortError
 from improv.events import Msg
+from improv.jackmidi import HANDOVER_S
 from improv.model import OnnxModel
 from improv.offline import VirtualClock, perform, run_until
 from improv.sampling import MaskBuilder, sample
@@ -48,6 +49,21 @@ def reaction_summary_ms(values_ms) -> dict | None:
         return None
     return {"p50": round(float(np.percentile(values_ms, 50)), 2), "p99": round(float(np.percentile(values_ms, 99)), 2),
             "n": len(values_ms)}
+
+
+def timed_through_jack(samples: list[tuple[float, bool]]) -> dict | None:
+    """The summary of (ms, on time) samples, with the same over the samples during which every JACK
+    cycle came on time as "on_time": what the program did, apart from what the machine did."""
+    summary = reaction_summary_ms([ms for ms, _ in samples])
+    if summary is not None:
+        summary["on_time"] = reaction_summary_ms([ms for ms, on_time in samples if on_time])
+    return summary
+
+
+def reply_sample(client, reference_s: float, reply_s: float) -> tuple[float, bool]:
+    """(ms from reference to reply, whether JACK kept time meanwhile). Answers are handed to the client
+    HANDOVER_S before they are due, so a late cycle from then on counts as well."""
+    return (reply_s - reference_s) * 1000, not client.late_between(reference_s - HANDOVER_S, reply_s)
 
 
 def _timed(fn, iterations: int) -> list[int]:
@@ -378,14 +394,14 @@ def bench_transport_floor(notes: int, backend: str = "jack") -> dict | None:
             time.sleep(0.05)
             echoed, entered = note_ons(client.drain()), client.last_sent_s()
             if echoed and entered is not None:
-                reactions.append((echoed[0][0] - entered) * 1000)
+                reactions.append(reply_sample(client, entered, echoed[0][0]))
             client.send(0x80, 60 + i % 12, 0)
             time.sleep(0.05)
     finally:
         client.close()
         echo.kill()
         echo.wait()
-    return reaction_summary_ms(reactions)
+    return timed_through_jack(reactions)
 
 
 def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_ms: int = 300) -> dict:
@@ -431,12 +447,12 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
                     continue
                 ons = [t for t, _ in note_ons(client.drain()) if t >= reference - 0.002]
                 if ons:
-                    reactions.append((ons[0] - reference) * 1000)
+                    reactions.append(reply_sample(client, reference, ons[0]))
                 time.sleep(0.1)
             key = "reaction_ms" if mode == "continuous" else "answer_after_silence_ms"
-            results[key] = reaction_summary_ms(reactions)
+            results[key] = timed_through_jack(reactions)
             if mode == "continuous":
-                continuous = reactions
+                continuous = [ms for ms, _ in reactions]
             if len(reactions) < phrases:
                 log.seek(0)
                 print(f"improv bench: {phrases - len(reactions)} of {phrases} {mode} phrases had no note from improv "
@@ -516,6 +532,11 @@ def render(result: dict) -> str:
     def p(d, unit="us"):
         return "n/a" if d is None else " / ".join(f"{v}" for k, v in d.items() if k.startswith("p")) + f" {unit}"
 
+    def jack_p(d):  # through JACK: all samples, then those during which JACK kept time
+        if d is None or d.get("on_time") is None:
+            return p(d, "ms")
+        return f"{p(d, 'ms')}; JACK on time: {p(d['on_time'], 'ms')} ({d['on_time']['n']} of {d['n']})"
+
     lines = [
         f"model {result['model']} ({result['layers']} x {result['hidden']}, {result['weights_mib']} MiB of weights)",
         f"live step (IOBinding)   p50/p99/p99.9  {p(result['step_us'])}",
@@ -530,12 +551,12 @@ def render(result: dict) -> str:
         f"JACK period             {result['jack_period_ms']} ms; improv's JACK client: {result['jack_client']}; "
         f"xruns reported by a server the bench started: {result['jack_xruns']}; CPU time stolen by the "
         f"hypervisor meanwhile: {result['cpu_steal_percent']} %",
-        f"reaction (continuous)   p50/p99        {p(result['reaction_ms'], 'ms')} (from the cycle that carried the key; "
+        f"reaction (continuous)   p50/p99        {jack_p(result['reaction_ms'])} (from the cycle that carried the key; "
         f"by periods: {result['reaction_periods']})",
-        f"bare echo, same JACK    p50/p99        {p(result['echo_ms'], 'ms')} (the transport's share of a reaction)",
+        f"bare echo, same JACK    p50/p99        {jack_p(result['echo_ms'])} (the transport's share of a reaction)",
         f"probe's wait to send    p50/p99        {p(result['send_wait_ms'], 'ms')} (send call to the cycle that "
         "carried the key: not in the figures above)",
-        f"answer after silence    p50/p99        {p(result['answer_after_silence_ms'], 'ms')} (0 = exactly silence_ms)",
+        f"answer after silence    p50/p99        {jack_p(result['answer_after_silence_ms'])} (0 = exactly silence_ms)",
         f"idle daemon             {result['idle_cpu_percent']} % of a core, {result['rss_mib']} MiB resident "
         f"(a bare JACK client of the same kind idles at {result['jack_client_floor_cpu_percent']} %)",
     ]

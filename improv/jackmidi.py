@@ -33,6 +33,7 @@ PORT_IS_INPUT, PORT_IS_OUTPUT = 0x1, 0x2
 NO_START_SERVER = 0x01
 MAX_BYTES = 12  # IJM_MAX_BYTES in _jackmidi.c
 RING_SIZE = 4096  # IJM_RING
+LATE_CYCLES_KEPT = 256  # IJM_LATE
 DRAIN_LIMIT_S = 0.5  # at close: how long unsent messages may take to leave
 READER_JOIN_S = 2.0
 # A message goes out in the first cycle at or after its due time, so it only has to be in the ring
@@ -111,6 +112,7 @@ def _load_native() -> ctypes.CDLL | None:
                     ("ijm_read", U32, [P, ctypes.POINTER(U64), ctypes.c_char_p]),
                     ("ijm_send", ctypes.c_int, [P, U64, ctypes.c_char_p, U32]),
                     ("ijm_unsent", U64, [P]),
+                    ("ijm_late_cycles", ctypes.c_uint32, [P, ctypes.POINTER(U64), U32]),
                     ("ijm_counter", U64, [P, ctypes.c_int]),
                     ("ijm_shutdown", None, [P])):
                 getattr(native, function).restype = restype
@@ -343,6 +345,13 @@ class JackMidiClient:
         in the graph plays what it carried, as input is stamped."""
         time_us = self.counter("last_out_us")
         return time_us / 1e6 + self.offset_s() if time_us else None
+
+    def late_cycles_s(self) -> list[float]:
+        """Starts of the last cycles (up to LATE_CYCLES_KEPT) that began more than 1.5 periods after
+        the one before, newest first, on `clock`: where JACK did not keep time."""
+        starts = (ctypes.c_uint64 * LATE_CYCLES_KEPT)()
+        found = self.native.ijm_late_cycles(self.state, starts, LATE_CYCLES_KEPT)
+        return [starts[i] / 1e6 + self.offset_s() for i in range(found)]
 
     def counter(self, name: str) -> int:
         return int(self.native.ijm_counter(self.state, COUNTERS[name]))

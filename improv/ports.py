@@ -448,6 +448,11 @@ class ProbeClient:
             time.sleep(self.keys.period_s)
         return self.keys.last_out_s()
 
+    def late_between(self, start_s: float, end_s: float) -> bool:
+        """True if a JACK cycle began late (over 1.5 periods after the one before) in (start_s, end_s]:
+        the machine, not the program measured, decided the timing there."""
+        return any(start_s < late_s <= end_s for late_s in self.synth.late_cycles_s())
+
     def play(self, pitches, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
         """Play a phrase in real time; returns the time of the last key up."""
         last_up = self.clock()

@@ -26,9 +26,10 @@ from improv.ports import ProbeClient, note_ons, sounding_after
 PLAY_ON_MS = 800  # improv stops this long after the player: pauses longer than this reset to silence
 
 
-def play_phrase(client: ProbeClient, rng: random.Random) -> float:
-    """One phrase; returns the time of its first note."""
-    first = None
+def play_phrase(client: ProbeClient, rng: random.Random) -> float | None:
+    """One phrase; returns when its first chord entered JACK (the start of the cycle that carried it,
+    as arrivals are stamped), or None if it never left."""
+    first, heard = None, False
     root = rng.randrange(48, 72)
     pedal = rng.random() < 0.3
     if pedal:
@@ -37,8 +38,9 @@ def play_phrase(client: ProbeClient, rng: random.Random) -> float:
         chord = [root + rng.choice([0, 2, 4, 5, 7, 9, 11, 12])] + ([root - 12] if rng.random() < 0.3 else [])
         velocity = rng.randrange(20, 127)
         for pitch in chord:
-            sent = client.send(0x90, pitch, velocity)
-            first = first or sent
+            client.send(0x90, pitch, velocity)
+        if not heard:  # sent within microseconds of each other: one cycle carries the chord
+            first, heard = client.last_sent_s(), True
         time.sleep(rng.uniform(0.08, 0.4))
         for pitch in chord:
             client.send(0x80, pitch, 0)
@@ -66,7 +68,7 @@ def soak(minutes: float, model: str | None = None, seed: int = 0) -> dict:
             first = play_phrase(client, rng)
             phrases += 1
             time.sleep(PLAY_ON_MS / 1000 + 0.7)
-            ons = [t for t, _ in note_ons(client.pending()) if t >= first]
+            ons = [t for t, _ in note_ons(client.pending()) if first is not None and t >= first]
             if ons:
                 samples.append((elapsed, (ons[0] - first) * 1000))
             rss.append((elapsed, process_rss_mib(daemon.pid)))

@@ -28,6 +28,11 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
                 "answer_after_silence_ms", "echo_ms", "send_wait_ms"):
         assert report[key] is not None, f"{key} was not measured: {result.stderr[-2000:]}"
         check_percentiles(report[key])
+    for key in ("reaction_ms", "answer_after_silence_ms", "echo_ms"):  # and over the notes JACK kept time for
+        on_time = report[key]["on_time"]
+        if on_time is not None:
+            check_percentiles(on_time)
+            assert 1 <= on_time["n"] <= report[key]["n"]
     assert report["jack_client"] in ("native", "rtmidi")
     if report["torch_step_us"] is not None:
         check_percentiles(report["torch_step_us"])

@@ -1,5 +1,6 @@
 """improv's own JACK client (improv/jackmidi.py and its native callback), through a real JACK server."""
 
+import signal
 import time
 
 import pytest
@@ -74,6 +75,19 @@ def test_a_sent_message_is_stamped_with_the_cycle_that_carried_it_like_an_arriva
             time.sleep(period_s * (1 + i % 3) / 3)  # the next send falls elsewhere in the cycle
     finally:
         probe.close()
+
+
+def test_a_cycle_jack_starts_late_is_seen_at_its_time(jack, probe):
+    # The bench separates what the machine disturbed from what improv did by these: a server held
+    # still (as a hypervisor holds a VM) makes the first cycle after it late, and says when.
+    time.sleep(0.1)
+    held_s = time.monotonic()
+    jack.process.send_signal(signal.SIGSTOP)
+    time.sleep(0.1)
+    jack.process.send_signal(signal.SIGCONT)
+    resumed_s = time.monotonic()
+    assert wait_for(lambda: probe.late_between(resumed_s - 0.01, resumed_s + 1.0)), probe.synth.late_cycles_s()
+    assert not probe.late_between(held_s - 0.05, held_s + 0.05)  # the late cycle is stamped when it came
 
 
 def test_sysex_clock_and_sensing_are_dropped_before_python_and_counted(probe):
