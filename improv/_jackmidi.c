@@ -19,6 +19,10 @@ libjack functions this file calls in `ijm_api` (so it needs no JACK headers or l
   (0: as soon as possible), and leave in the order they were sent. A message goes out in the first
   cycle that starts at or after its due time, at the offset of its time within the period before:
   listeners never see it early, and a synth plays it with one period of latency and no jitter.
+- measurement: the start of the last cycle that wrote output (IJM_LAST_OUT_US), and the starts of
+  the last IJM_LATE cycles that began over 1.5 periods after the one before (ijm_late_cycles), so
+  the test and benchmark probe can time a message from the cycle that carried it, and tell what the
+  machine disturbed from what the program did.
 */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -150,8 +154,9 @@ static void process_output(ijm_state *s, void *port, ijm_nframes nframes, ijm_ti
         if (s->api.midi_max_event_size(buffer) < record->size) break;
         if (s->api.midi_event_write(buffer, offset, record->data, record->size) != 0) break;
         earliest = offset;
+        /* Before the pop: a reader that sees the ring empty (acquire on head) sees this cycle too. */
+        atomic_store_explicit(&s->counters[IJM_LAST_OUT_US], now_us, memory_order_relaxed);
         ring_pop(&s->out);
-        atomic_store_explicit(&s->counters[IJM_LAST_OUT_US], now_us, memory_order_release);
     }
 }
 

@@ -115,6 +115,10 @@ def _load_native() -> ctypes.CDLL | None:
                     ("ijm_late_cycles", ctypes.c_uint32, [P, ctypes.POINTER(U64), U32]),
                     ("ijm_counter", U64, [P, ctypes.c_int]),
                     ("ijm_shutdown", None, [P])):
+                if not hasattr(native, function):  # built from an older improv: rebuild with pip install -e .
+                    log.warning("improv's native JACK client %s predates this improv (no %s); reinstall improv "
+                                "to rebuild it", path.name, function)
+                    return None
                 getattr(native, function).restype = restype
                 getattr(native, function).argtypes = argtypes
             return native

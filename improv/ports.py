@@ -441,20 +441,24 @@ class ProbeClient:
 
     def last_sent_s(self, timeout_s: float = 1.0) -> float | None:
         """When the last message sent entered JACK: the start of the cycle that carried it, which is
-        how arrivals are stamped, so the two differ by whole periods. None until one has left.
+        how arrivals are stamped, so the two differ by whole periods. None while it has not left.
         `send` returns earlier, up to a period: a message waits for the keys client's next cycle."""
         deadline = self.clock() + timeout_s
         while self.keys.unsent() and self.clock() < deadline:
             time.sleep(self.keys.period_s)
-        return self.keys.last_out_s()
+        return None if self.keys.unsent() else self.keys.last_out_s()
 
     def late_between(self, start_s: float, end_s: float) -> bool:
         """True if a JACK cycle began late (over 1.5 periods after the one before) in (start_s, end_s]:
-        the machine, not the program measured, decided the timing there."""
+        the machine, not the program measured, decided the timing there. A cycle stamped `end_s` may
+        read back microseconds later (the clock offset is re-read each second): half a period of slack
+        is safe, as the next cycle is a whole period away."""
+        end_s += self.synth.period_s / 2
         return any(start_s < late_s <= end_s for late_s in self.synth.late_cycles_s())
 
     def play(self, pitches, note_s: float = 0.15, gap_s: float = 0.05, velocity: int = 90) -> float:
-        """Play a phrase in real time; returns the time of the last key up."""
+        """Play a phrase in real time; returns when the last key up was handed over (`last_sent_s`
+        then says when it entered JACK)."""
         last_up = self.clock()
         for pitch in pitches:
             self.send(0x90, pitch, velocity)

@@ -96,6 +96,7 @@ def soak(minutes: float, model: str | None = None, seed: int = 0) -> dict:
         "rss_last_mib": round(float(np.median(last_rss)), 1) if last_rss else None,
         "rss_growth_mib": round(float(np.median(last_rss) - np.median(first_rss)), 2) if first_rss and last_rss else None,
         "window_s": window_s,
+        "reaction_ms": reaction(lambda t: True),
         "reaction_first_window_ms": reaction(lambda t: t < window_s),
         "reaction_last_window_ms": reaction(lambda t: t >= total_s - window_s),
     }

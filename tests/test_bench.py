@@ -25,7 +25,7 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
     assert KEYS <= set(report)
     check_percentiles(report["step_us"], ("p50", "p99", "p999"))
     for key in ("ort_run_us", "cold_step_us", "engine_step_us", "sampling_us", "reaction_compute_us", "reaction_ms",
-                "answer_after_silence_ms", "echo_ms", "send_wait_ms"):
+                "answer_after_silence_ms", "echo_ms"):
         assert report[key] is not None, f"{key} was not measured: {result.stderr[-2000:]}"
         check_percentiles(report[key])
     for key in ("reaction_ms", "answer_after_silence_ms", "echo_ms"):  # and over the notes JACK kept time for
@@ -41,8 +41,9 @@ def test_bench_json_has_every_figure_positive_and_ordered(jack):
     assert report["idle_cpu_percent"] >= 0 and report["rss_mib"] > 10
     assert report["reaction_ms"]["n"] >= 1
     # Counted from the cycle that carried the key: improv's note comes one or more whole periods later.
-    periods = report["reaction_periods"]
-    assert all(int(count) >= 1 for count in periods) and sum(periods.values()) == report["reaction_ms"]["n"]
+    assert all(int(periods) >= 1 for periods in report["reaction_periods"])
+    waits = report["send_wait_ms"]  # the probe's wait for its next cycle: under a period unless JACK ran late
+    assert waits["n"] >= report["reaction_ms"]["n"] and waits["p50"] <= waits["p99"]
     assert report["jack_xruns"] is None  # counted only on a server the bench started itself
     assert report["cpu_steal_percent"] is None or 0 <= report["cpu_steal_percent"] <= 100
 

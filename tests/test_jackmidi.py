@@ -58,7 +58,8 @@ def test_input_is_stamped_on_the_monotonic_clock_between_send_and_arrival(probe)
 
 def test_a_sent_message_is_stamped_with_the_cycle_that_carried_it_like_an_arrival(jack):
     # The bench measures reactions from here: the keys client writes in cycle N, and a client after
-    # it in the graph reads in the same cycle N, so the two stamps agree to well under a period.
+    # it in the graph reads in the same cycle N, so the two stamps agree to well under a period
+    # (stamped at the send call instead, they would differ by a random part of one).
     probe = ProbeClient("jm-self")
     try:
         probe.connect("jm-self-synth:synth", "jm-self-keys:keys")
@@ -71,7 +72,7 @@ def test_a_sent_message_is_stamped_with_the_cycle_that_carried_it_like_an_arriva
             entered_s = probe.last_sent_s()
             assert data == [0x90, 60 + i, 80]
             assert sent_s - SLACK_S <= entered_s <= sent_s + period_s + 0.02  # its next cycle, on a loaded VM
-            assert abs(arrived_s - entered_s) < period_s / 4, f"{1000 * (arrived_s - entered_s):.2f} ms apart"
+            assert abs(arrived_s - entered_s) < period_s / 2, f"{1000 * (arrived_s - entered_s):.2f} ms apart"
             time.sleep(period_s * (1 + i % 3) / 3)  # the next send falls elsewhere in the cycle
     finally:
         probe.close()
@@ -81,13 +82,14 @@ def test_a_cycle_jack_starts_late_is_seen_at_its_time(jack, probe):
     # The bench separates what the machine disturbed from what improv did by these: a server held
     # still (as a hypervisor holds a VM) makes the first cycle after it late, and says when.
     time.sleep(0.1)
-    held_s = time.monotonic()
     jack.process.send_signal(signal.SIGSTOP)
+    held_s = time.monotonic()
     time.sleep(0.1)
+    continuing_s = time.monotonic()
     jack.process.send_signal(signal.SIGCONT)
-    resumed_s = time.monotonic()
-    assert wait_for(lambda: probe.late_between(resumed_s - 0.01, resumed_s + 1.0)), probe.synth.late_cycles_s()
-    assert not probe.late_between(held_s - 0.05, held_s + 0.05)  # the late cycle is stamped when it came
+    assert wait_for(lambda: probe.late_between(continuing_s, continuing_s + 1.0)), probe.synth.late_cycles_s()
+    # No cycle starts while the server is held, so none is stamped then: the late one has its own time.
+    assert not probe.late_between(held_s + 0.02, continuing_s - 0.02 - probe.synth.period_s / 2)
 
 
 def test_sysex_clock_and_sensing_are_dropped_before_python_and_counted(probe):
