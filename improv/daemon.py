@@ -38,7 +38,8 @@ OUTPUT_DRAIN_S = 0.1  # after the last note-offs, before the output port closes
 CLOSE_TIMEOUT_S = 5.0  # closing the MIDI clients takes milliseconds; past this, exit anyway
 _STOP = object()
 # Fault injection for the reliability tests: IMPROV_INJECT_FAULT=engine makes the engine raise once,
-# on the first player note-on that lands while improv is sounding notes.
+# on the first player note-on that lands while improv is answering (its notes sounding, or between
+# them: the model may end a note just before the key lands, and the fault must still fire).
 FAULT_ENV = "IMPROV_INJECT_FAULT"
 IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", "continue", "songpos",
                            "song_select", "tune_request", "quarter_frame", "reset"})
@@ -248,7 +249,7 @@ class Daemon:
             self.guard.send(list(raw.data))
         if self.recorder is not None and msg.type in ("note_on", "note_off"):
             self.recorder.player(raw.time_s, msg.note, msg.velocity if msg.type == "note_on" else 0)
-        if self._inject_fault and msg.type == "note_on" and self.engine.sent:
+        if self._inject_fault and msg.type == "note_on" and (self.engine.sent or self.engine.answering):
             self._inject_fault = False
             raise RuntimeError(f"fault injected by {FAULT_ENV}")
         self._send(self.engine.on_player(raw.time_s, msg), raw.time_s)

@@ -101,7 +101,7 @@ def test_an_engine_exception_releases_notes_and_improv_listens_on(client):
         while not sounding_after(client.pending()) and time.monotonic() < deadline:
             time.sleep(0.002)
         assert sounding_after(client.pending())
-        client.send(0x90, 72, 80)  # the fault fires here, with improv's notes sounding
+        client.send(0x90, 72, 80)  # the fault fires here, during the answer (its notes sounding, as a rule)
         time.sleep(0.3)
         client.send(0x80, 72, 0)
         time.sleep(0.2)
