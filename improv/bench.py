@@ -426,6 +426,7 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
                 time.sleep(1.0)
                 results["idle_cpu_percent"] = _idle_cpu_percent(daemon.pid, IDLE_SECONDS)
             reactions = []
+            lead_s = HANDOVER_S if mode == "call-response" else 0.0  # answers reach the client before they are due
             for i in range(phrases):
                 # Times run from the cycle that carried the key into JACK (as arrivals are stamped:
                 # when a synth in the graph plays it), not from the send call a period or less before.
@@ -446,7 +447,6 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
                     client.send(0x80, 60 + i % 12, 0)
                 if reference is None:  # the key never left: JACK has stopped (reported as a missing phrase)
                     continue
-                lead_s = HANDOVER_S if mode == "call-response" else 0.0
                 ons = [t for t, _ in note_ons(client.drain()) if t > reference - lead_s]
                 if ons:
                     reactions.append(reply_sample(client, reference, ons[0], lead_s))
