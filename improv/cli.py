@@ -24,6 +24,9 @@ def cmd_tokens(args) -> int:
 
     model = _model(args.model)
     tokens = encode_file(model.vocab, args.file)
+    if not args.ids:
+        print(f"# TIME_SHIFT_n waits n x {model.vocab.time_step_ms} ms; VELOCITY_b is bin b of "
+              f"{model.vocab.velocity_bins}; NOTE_ON_p / NOTE_OFF_p are MIDI pitch p", file=sys.stderr)
     print(" ".join(str(t) if args.ids else model.vocab.name(t) for t in tokens))
     return 0
 
@@ -37,13 +40,16 @@ def cmd_generate(args) -> int:
     from improv.musicstats import note_stats
     from improv.offline import continue_performance
 
-    config = config_module.load(args.config)
+    from improv.midifile import check_output_path
+
+    config, _ = config_module.discover(args.config)
     for key, value in (("sampling.temperature", args.temperature), ("sampling.top_p", args.top_p),
                        ("engine.silence_ms", args.silence_ms)):
         if value is not None:
             config_module.override(config, key, value)
     if args.seconds <= 0:
         raise ImprovError(f"--seconds must be > 0, got {args.seconds}")
+    check_output_path(args.out)
     model = _model(args.model or config.model.path)
     seed = read_messages(args.seed)
     rng = np.random.default_rng(args.random_seed if args.random_seed is not None else config.sampling.seed)
@@ -118,19 +124,22 @@ def cmd_run(args) -> int:
     from improv.daemon import Daemon
     from improv.model import OnnxModel
     from improv.ports import choose_backend
+    from improv.recording import prepare_folder
     from improv.status import StatusLine
 
     _setup_logging(args.verbose)
-    config = config_module.load(args.config)
+    config, config_path = config_module.discover(args.config)
     for attribute, dotted in RUN_FLAGS:
         value = getattr(args, attribute)
         if value is not None:
             config_module.override(config, dotted, value)
     if args.no_record:
         config.recording.enabled = False
+    if config.recording.enabled:  # a folder that cannot be written stops the start before any port is tried
+        config.recording.folder = str(prepare_folder(config.recording.folder))
     model = OnnxModel(config.model.path)
     backend = choose_backend(config.midi.backend)
-    daemon = Daemon(config, model, backend)
+    daemon = Daemon(config, model, backend, config_source=str(config_path) if config_path else "built-in defaults")
     status = StatusLine(daemon.status_line, enabled=not args.verbose)
     try:
         return daemon.run(status.update)
@@ -172,12 +181,16 @@ def cmd_ports(args) -> int:
 
 
 def cmd_play(args) -> int:
+    """Play a file as a player would: at its end every key comes up (note-offs, pedal up), but no
+    all-notes-off, which `improv run` takes as a panic that cancels its answer. Ctrl-C or SIGTERM
+    is a panic: everything is released."""
     import signal
     import time
 
+    from improv.controls import PANIC_CONTROLS
     from improv.daemon import OUTPUT_DRAIN_S, OutputGuard
     from improv.midifile import read_messages
-    from improv.ports import PORT_SETTLE_S, choose_backend, open_output
+    from improv.ports import CC_SUSTAIN, PORT_SETTLE_S, choose_backend, control_bytes, open_output
 
     messages = read_messages(args.file)
     backend = choose_backend(args.backend)
@@ -186,6 +199,7 @@ def cmd_play(args) -> int:
     time.sleep(PORT_SETTLE_S)  # a new connection carries messages only from the next cycles on
     stop = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    pedal_down: set[int] = set()  # channels whose sustain pedal the file left down
     started = time.monotonic()
     try:
         for time_s, msg in messages:
@@ -194,11 +208,21 @@ def cmd_play(args) -> int:
                 time.sleep(delay)
             if stop:
                 break
+            if msg.type == "control_change" and msg.control in PANIC_CONTROLS:
+                guard.release_notes()  # a sequencer's closing all-notes-off, played as keys coming up
+                continue
+            if msg.type == "control_change" and msg.control == CC_SUSTAIN:
+                (pedal_down.add if msg.value >= 64 else pedal_down.discard)(msg.channel)
             guard.send(msg.bytes())
     except KeyboardInterrupt:
-        pass
+        stop.append(True)
     finally:
-        guard.release_all()
+        if stop:
+            guard.release_all()
+        else:
+            guard.release_notes()
+            for channel in sorted(pedal_down):
+                guard.send(control_bytes(channel, CC_SUSTAIN, 0))
         time.sleep(OUTPUT_DRAIN_S)
         port.close()
         signal.signal(signal.SIGTERM, previous)
@@ -206,59 +230,92 @@ def cmd_play(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from improv.config import Config, MODES
+    from improv.paths import user_config_dir
+
+    defaults = Config()
+    config_help = (f"settings file (default: ./config.yaml, else {user_config_dir() / 'config.yaml'}, "
+                   f"else built-in defaults)")
+    model_help = "an exported .onnx model file (default: the shipped int8 model)"
     parser = argparse.ArgumentParser(prog="improv", description="A real-time LSTM improviser for MIDI players.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    tokens = commands.add_parser("tokens", help="show the tokens a MIDI file becomes")
-    tokens.add_argument("file")
-    tokens.add_argument("--model", help="an exported .onnx (default: the shipped model)")
-    tokens.add_argument("--ids", action="store_true", help="integer ids instead of names")
+    def command(name: str, summary: str, description: str = ""):
+        return commands.add_parser(name, help=summary, description=description or summary[0].upper() + summary[1:] + ".")
+
+    tokens = command("tokens", "show the tokens a MIDI file becomes",
+                     "Show the tokens a MIDI file becomes: how the model hears it. NOTE_ON_p and NOTE_OFF_p are "
+                     "MIDI pitch p; TIME_SHIFT_n waits n time steps of the model (10 ms each for the shipped "
+                     "model, so TIME_SHIFT_31 is 310 ms); VELOCITY_b sets the velocity bin for the notes after it.")
+    tokens.add_argument("file", help="a MIDI file (.mid)")
+    tokens.add_argument("--model", help=model_help)
+    tokens.add_argument("--ids", action="store_true", help="print integer token ids instead of names")
     tokens.set_defaults(run=cmd_tokens)
 
-    generate = commands.add_parser("generate", help="continue a MIDI file offline")
-    generate.add_argument("--seed", required=True, help="MIDI file played to the model first")
+    generate = command("generate", "continue a MIDI file offline",
+                       "Continue a MIDI file offline, with the daemon's engine on a virtual clock. The output has "
+                       "the seed and the continuation on two tracks.")
+    generate.add_argument("--seed", required=True, help="MIDI file played to the model first, as the player")
     generate.add_argument("--out", required=True, help="MIDI file to write: seed and continuation on two tracks")
-    generate.add_argument("--seconds", type=float, default=10.0)
-    generate.add_argument("--temperature", type=float)
-    generate.add_argument("--top-p", type=float)
-    generate.add_argument("--silence-ms", type=int, help="pause after the seed before the answer")
-    generate.add_argument("--model")
-    generate.add_argument("--config", help="config.yaml for the engine settings (default: built-in defaults)")
-    generate.add_argument("--random-seed", type=int)
+    generate.add_argument("--seconds", type=float, default=10.0, help="length of the continuation (default: 10)")
+    generate.add_argument("--temperature", type=float,
+                          help=f"sampling temperature > 0, lower is safer (default: {defaults.sampling.temperature})")
+    generate.add_argument("--top-p", type=float,
+                          help=f"sample from the likeliest tokens covering this probability, 0.01..1 "
+                               f"(default: {defaults.sampling.top_p})")
+    generate.add_argument("--silence-ms", type=int,
+                          help=f"pause after the seed before the answer (default: {defaults.engine.silence_ms})")
+    generate.add_argument("--model", help=model_help)
+    generate.add_argument("--config", help=config_help)
+    generate.add_argument("--random-seed", type=int,
+                          help="a whole number makes the continuation repeatable (default: sampling.seed, "
+                               "else different every run)")
     generate.set_defaults(run=cmd_generate)
 
-    evaluate = commands.add_parser("eval", help="bits per token of the model and its Markov baseline on MIDI files")
-    evaluate.add_argument("dir")
-    evaluate.add_argument("--model")
-    evaluate.add_argument("--json", action="store_true")
+    evaluate = command("eval", "bits per token of the model and its Markov baseline on MIDI files")
+    evaluate.add_argument("dir", help="a folder; every .mid/.midi file under it is scored")
+    evaluate.add_argument("--model", help=model_help)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     evaluate.set_defaults(run=cmd_eval)
-    run = commands.add_parser("run", help="listen on a MIDI input and answer on a MIDI output")
-    run.add_argument("--config", help="config.yaml (default: built-in defaults)")
-    run.add_argument("--model", help="an exported .onnx (default: the shipped model)")
-    run.add_argument("--in", dest="in_port", help="connect to this input port (name or unique part); default: virtual")
-    run.add_argument("--out", dest="out_port", help="connect to this output port; default: virtual")
-    run.add_argument("--mode", choices=["call-response", "continuous"])
-    run.add_argument("--silence-ms", type=int)
-    run.add_argument("--temperature", type=float)
-    run.add_argument("--response-ms", type=int, help="longest answer (call-response), play-on time (continuous)")
-    run.add_argument("--channel", type=int, help="output channel 1..16")
-    run.add_argument("--backend", choices=BACKENDS)
-    run.add_argument("--no-record", action="store_true", help="do not record the session")
-    run.add_argument("--verbose", action="store_true", help="log every event")
+
+    run = command("run", "listen on a MIDI input and answer on a MIDI output",
+                  "The daemon: listen on a MIDI input and answer on a MIDI output, until Ctrl-C. Flags override "
+                  "the config file; every setting is described in config.yaml.")
+    run.add_argument("--config", help=config_help)
+    run.add_argument("--model", help=model_help)
+    run.add_argument("--in", dest="in_port",
+                     help="connect to this input port (name or unique part; see improv ports) "
+                          "(default: open improv's own input)")
+    run.add_argument("--out", dest="out_port", help="connect to this output port (default: open improv's own output)")
+    run.add_argument("--mode", choices=MODES,
+                     help=f"call-response answers when you stop; continuous plays along (default: {defaults.engine.mode})")
+    run.add_argument("--silence-ms", type=int,
+                     help=f"call-response: answer after this much silence with all keys up, 10..60000 "
+                          f"(default: {defaults.engine.silence_ms})")
+    run.add_argument("--temperature", type=float,
+                     help=f"sampling temperature > 0, lower is safer, higher is wilder (default: {defaults.sampling.temperature})")
+    run.add_argument("--response-ms", type=int,
+                     help=f"longest answer (call-response), play-on time after you stop (continuous) "
+                          f"(default: {defaults.engine.response_ms})")
+    run.add_argument("--channel", type=int, help=f"output channel 1..16 (default: {defaults.midi.output_channel})")
+    run.add_argument("--backend", choices=BACKENDS,
+                     help=f"MIDI system; auto prefers JACK when a server runs (default: {defaults.midi.backend})")
+    run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")
+    run.add_argument("--verbose", action="store_true", help="log every event instead of a status line")
     run.set_defaults(run=cmd_run)
 
-    ports = commands.add_parser("ports", help="list the MIDI inputs and outputs improv can see")
-    ports.add_argument("--backend", default="auto", choices=BACKENDS)
+    ports = command("ports", "list the MIDI inputs and outputs improv can see")
+    ports.add_argument("--backend", default="auto", choices=BACKENDS, help="MIDI system (default: auto)")
     ports.set_defaults(run=cmd_ports)
 
-    bench = commands.add_parser("bench", help="measure step, sampling, bandwidth and real-port reaction times")
-    bench.add_argument("--model")
-    bench.add_argument("--json", action="store_true")
-    bench.add_argument("--seconds", type=float, default=5.0, help="scale of the in-process measurements")
-    bench.add_argument("--phrases", type=int, default=50, help="phrases played through JACK per mode")
+    bench = command("bench", "measure step, sampling, bandwidth and real-port reaction times")
+    bench.add_argument("--model", help=model_help)
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    bench.add_argument("--seconds", type=float, default=5.0, help="scale of the in-process measurements (default: 5)")
+    bench.add_argument("--phrases", type=int, default=50, help="phrases played through JACK per mode (default: 50)")
     bench.add_argument("--start-jack", action="store_true", help="start a private JACK server if none runs")
     bench.add_argument("--backend", default="jack", choices=["jack", "jack-rtmidi"],
-                       help="improv's JACK client: its own (native) or python-rtmidi's")
+                       help="improv's JACK client: its own (native) or python-rtmidi's (default: jack)")
     bench.add_argument("--jack-period", type=jack_period_frames, default=64, metavar="FRAMES",
                        help="the period of the JACK server --start-jack starts (default 64 frames at 48 kHz; "
                             "a server already running is measured as it is)")
@@ -267,10 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "these periods (e.g. 64,128,256,1024)")
     bench.set_defaults(run=cmd_bench)
 
-    play = commands.add_parser("play", help="play a MIDI file to a port in real time")
-    play.add_argument("file")
-    play.add_argument("--out", required=True, help="output port name or unique part")
-    play.add_argument("--backend", default="auto", choices=BACKENDS)
+    play = command("play", "play a MIDI file to a port in real time",
+                   "Play a MIDI file to a port in real time, as a player would: at the end every key and the "
+                   "pedal come up. Ctrl-C stops it and releases everything.")
+    play.add_argument("file", help="a MIDI file (.mid)")
+    play.add_argument("--out", required=True, help="output port name or unique part (see improv ports), e.g. improv:in")
+    play.add_argument("--backend", default="auto", choices=BACKENDS, help="MIDI system (default: auto)")
     play.set_defaults(run=cmd_play)
     return parser
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from improv.errors import ConfigError
+from improv.paths import config_candidates
 
 MODES = ("call-response", "continuous")
 BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
@@ -80,7 +81,7 @@ class ControlsSection:
 @dataclass
 class RecordingSection:
     enabled: bool = True
-    folder: str = "sessions"
+    folder: str | None = None  # None: the user's data folder (improv.paths.default_sessions_dir)
     flush_s: float = 5.0  # rewrite the session file this often
 
 
@@ -196,9 +197,31 @@ def load(path: str | Path | None) -> Config:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as err:
         raise ConfigError(f"config file {path} does not exist; pass --config PATH or leave it out for the defaults") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"config file {path} is a folder; give the path of a YAML file") from err
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from err
     return from_dict(raw, str(path))
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's message, with the line and column where it went wrong (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def discover(explicit: str | Path | None = None) -> tuple[Config, Path | None]:
+    """The config a command uses and the file it came from: --config, else ./config.yaml, else the
+    user's config folder, else the defaults (None)."""
+    for candidate in config_candidates(explicit):
+        if explicit is not None or candidate.is_file():
+            return load(candidate), candidate
+    return load(None), None
 
 
 def override(config: Config, dotted: str, value: Any) -> Config:

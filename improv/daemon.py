@@ -111,11 +111,15 @@ class OutputGuard:
             self.failed = True
             return False
 
+    def release_notes(self) -> None:
+        """A note-off for each sounding note: what lifting every key sends, and no more."""
+        for channel, pitch in sorted(self.sounding):
+            self.send(note_bytes(channel, pitch, 0))
+
     def release_all(self) -> None:
         """A note-off for each sounding note, then sustain up and all-notes-off on each channel used."""
         channels = {self.channel} | {c for c, _ in self.sounding}
-        for channel, pitch in sorted(self.sounding):
-            self.send(note_bytes(channel, pitch, 0))
+        self.release_notes()
         for channel in sorted(channels):
             self.send(control_bytes(channel, CC_SUSTAIN, 0))
             self.send(control_bytes(channel, CC_ALL_NOTES_OFF, 0))
@@ -123,8 +127,10 @@ class OutputGuard:
 
 
 class Daemon:
-    def __init__(self, config: Config, model, backend: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: Config, model, backend: str, clock: Callable[[], float] = time.monotonic,
+                 config_source: str = "built-in defaults"):
         self.config, self.model, self.backend, self.clock = config, model, backend, clock
+        self.config_source = config_source
         self.queue: queue.SimpleQueue = queue.SimpleQueue()  # the callback's side: put never blocks
         self.backlog = Backlog()
         self.counts: Counter = Counter()  # malformed, ignored, engine_errors
@@ -132,6 +138,9 @@ class Daemon:
         self.engine = Engine(model, config, self.start_s)
         self.engine.emit = lambda event: self._send([event], self.clock())  # a due note leaves at once
         midi = config.midi
+        # The recording folder is checked before any port opens: a bad one stops the start cleanly.
+        self.recorder = (SessionRecorder(config.recording.folder, config.recording.flush_s, self.start_s,
+                                         midi.output_channel - 1) if config.recording.enabled else None)
         self.output = open_output(backend, midi.client_name, midi.output, clock)
         try:
             self.input = open_input(backend, midi.client_name, midi.input, self.queue.put, clock)
@@ -139,8 +148,6 @@ class Daemon:
             self.output.close()
             raise
         self.guard = OutputGuard(self.output, midi.output_channel - 1)
-        self.recorder = (SessionRecorder(config.recording.folder, config.recording.flush_s, self.start_s,
-                                         midi.output_channel - 1) if config.recording.enabled else None)
         self._thread = threading.Thread(target=self._engine_thread, name="improv-engine", daemon=True)
         self._stopping = threading.Event()
         self._next_port_check = 0.0
@@ -155,8 +162,10 @@ class Daemon:
         if self.recorder is not None:
             self.recorder.start()
         self._thread.start()
-        log.info("listening on %s, playing on %s (%s, %s mode)", self.input.name, self.output.name, self.backend,
-                 self.config.engine.mode)
+        log.info("listening on %s, playing on %s (%s, %s mode); model %s; config %s; %s", self.input.name,
+                 self.output.name, self.backend, self.config.engine.mode, getattr(self.model, "path", "?"),
+                 self.config_source,
+                 f"recording to {self.recorder.path}" if self.recorder is not None else "not recording")
         return self
 
     def stop(self) -> None:

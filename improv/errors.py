@@ -23,3 +23,7 @@ class MidiFileError(ImprovError, ValueError):
 
 class PortError(ImprovError, OSError):
     """A MIDI port cannot be found or opened, or no MIDI system is available."""
+
+
+class RecordingError(ImprovError, OSError):
+    """The session recording's folder cannot be created or written."""

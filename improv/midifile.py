@@ -78,12 +78,31 @@ def write_tracks(path: str | os.PathLike, tracks: Sequence[tuple[str, Sequence[N
             last_tick = tick
         track.append(mido.MetaMessage("end_of_track", time=0))
         midi.tracks.append(track)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    path = check_output_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise MidiFileError(f"cannot write {path}: {err.strerror or err}") from err
     try:
         with os.fdopen(fd, "wb") as handle:
             midi.save(file=handle)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise MidiFileError(f"cannot write {path}: {err.strerror or err}") from err
         raise
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """A path a MIDI file can be written to, checked before any work is done for it."""
+    path = Path(path)
+    if path.is_dir():
+        raise MidiFileError(f"{path} is a folder; give a file name to write, e.g. {path / 'out.mid'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise MidiFileError(f"cannot write {path}: the folder {parent} does not exist; create it first or "
+                            f"write elsewhere")
+    if not os.access(parent, os.W_OK):
+        raise MidiFileError(f"cannot write {path}: the folder {parent} is not writable")
+    return path

@@ -44,6 +44,11 @@ class OnnxModel:
         import onnxruntime as ort  # the only onnxruntime import: the runtime edge
 
         self.path = Path(path) if path is not None else default_model_path()
+        if self.path.is_dir():
+            onnx_files = sorted(p.name for p in self.path.glob("*.onnx"))
+            hint = f" (it holds {', '.join(onnx_files)})" if onnx_files else ""
+            raise ModelError(f"model {self.path} is a folder, not a model file{hint}; pass --model PATH to an "
+                             f"exported .onnx file")
         if not self.path.is_file():
             raise ModelError(f"model file {self.path} does not exist; pass --model PATH to an exported .onnx")
         options = ort.SessionOptions()

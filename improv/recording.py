@@ -14,7 +14,9 @@ import struct
 import threading
 from pathlib import Path
 
+from improv.errors import RecordingError
 from improv.events import NoteEvent
+from improv.paths import default_sessions_dir
 
 log = logging.getLogger("improv")
 
@@ -54,10 +56,23 @@ class _Track:
         return b"MTrk" + struct.pack(">I", len(self.body) + len(END_OF_TRACK)) + bytes(self.body) + END_OF_TRACK
 
 
+def prepare_folder(folder: str | Path | None) -> Path:
+    """The recording folder, created if missing; RecordingError if it cannot be made or written."""
+    folder = Path(folder).expanduser() if folder is not None else default_sessions_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RecordingError(f"recording.folder {folder} cannot be created ({err.strerror or err}); set "
+                             f"recording.folder to a folder you can write, or run with --no-record") from err
+    if not os.access(folder, os.W_OK):
+        raise RecordingError(f"recording.folder {folder} is not writable; set recording.folder to a folder you "
+                             f"can write, or run with --no-record")
+    return folder
+
+
 class SessionRecorder:
-    def __init__(self, folder: str | Path, flush_s: float, start_s: float, output_channel: int = 0):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: str | Path | None, flush_s: float, start_s: float, output_channel: int = 0):
+        self.folder = prepare_folder(folder)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.path = self.folder / f"improv-session-{stamp}.mid"
         self.flush_s, self.start_s = flush_s, start_s

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
 CHORALE = DATA / "bach_bwv66.6.mid"  # J.S. Bach, BWV 66.6, written from music21's corpus
 EXPRESSIVE = DATA / "joplin_expressive_pedal.mid"  # Joplin, with velocities, timing jitter, two channels, pedal

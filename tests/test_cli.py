@@ -7,12 +7,12 @@ import sys
 import mido
 import pytest
 
-from conftest import CHORALE, EXPRESSIVE
+from conftest import CHORALE, EXPRESSIVE, ROOT
 
 
 def improv(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "improv.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+                          cwd=cwd or ROOT, timeout=120)
 
 
 def assert_clean_error(result, *fragments):
@@ -136,3 +136,35 @@ def test_with_no_midi_system_one_line_says_what_to_start():
     result = subprocess.run([sys.executable, "-m", "improv.cli", "ports", "--backend", "alsa"], capture_output=True,
                             text=True, timeout=60, env=env)
     assert_clean_error(result, "MIDI backend 'alsa' is not available", "snd-seq")
+
+
+def test_generate_names_an_output_path_it_cannot_write(tmp_path):
+    assert_clean_error(improv("generate", "--seed", CHORALE, "--out", tmp_path / "no-such-dir" / "o.mid"),
+                       "no-such-dir", "does not exist")
+    assert_clean_error(improv("generate", "--seed", CHORALE, "--out", tmp_path), str(tmp_path), "is a folder")
+
+
+def test_a_model_folder_is_called_a_folder(tmp_path):
+    result = improv("tokens", CHORALE, "--model", CHORALE.parent)
+    assert_clean_error(result, "is a folder, not a model file")
+    assert "does not exist" not in result.stderr
+
+
+def test_run_refuses_a_recording_folder_it_cannot_create_before_opening_ports(tmp_path):
+    import os
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = tmp_path / "record.yaml"
+    config.write_text(f"recording: {{folder: {blocker / 'sessions'}}}\n")
+    # No MIDI system is reachable under this server name: the error must come before any port is tried.
+    env = {**os.environ, "JACK_DEFAULT_SERVER": "improv-no-such-server", "JACK_NO_START_SERVER": "1"}
+    result = subprocess.run([sys.executable, "-m", "improv.cli", "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert_clean_error(result, "recording.folder", str(blocker / "sessions"), "cannot be created")
+
+
+def test_a_broken_config_yaml_in_the_current_folder_is_read_and_refused(tmp_path):
+    (tmp_path / "config.yaml").write_text("engine:\n  mode: [continuous\n")
+    assert_clean_error(improv("generate", "--seed", CHORALE, "--out", tmp_path / "o.mid", cwd=tmp_path),
+                       "config.yaml is not valid YAML", "line 3, column 1")

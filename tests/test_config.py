@@ -44,3 +44,31 @@ def test_override_checks_like_the_file():
     assert cfg.sampling.temperature == 1.2
     with pytest.raises(ConfigError, match="engine.silence_ms must be in range"):
         config.override(cfg, "engine.silence_ms", 1)
+
+
+def test_the_config_is_found_where_users_put_it(tmp_path, monkeypatch):
+    work, home = tmp_path / "work", tmp_path / "xdg"
+    (home / "improv").mkdir(parents=True)
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    assert config.discover() == (config.Config(), None)  # nothing anywhere: the defaults
+    user = home / "improv" / "config.yaml"
+    user.write_text("engine: {silence_ms: 700}\n")
+    found, path = config.discover()
+    assert (found.engine.silence_ms, path) == (700, user)
+    local = work / "config.yaml"
+    local.write_text("engine: {silence_ms: 800}\n")
+    found, path = config.discover()
+    assert (found.engine.silence_ms, path.resolve()) == (800, local.resolve())
+    explicit = tmp_path / "mine.yaml"
+    explicit.write_text("engine: {silence_ms: 900}\n")
+    found, path = config.discover(explicit)
+    assert (found.engine.silence_ms, path) == (900, explicit)
+
+
+def test_a_yaml_syntax_error_names_its_line_and_column(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("engine:\n  silence_ms: 500\n  mode: 'continuous\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml is not valid YAML: .* at line 4, column 1"):
+        config.load(broken)
