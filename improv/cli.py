@@ -20,7 +20,7 @@ def _model(path: str | None):
 
 
 def cmd_tokens(args) -> int:
-    from improv.midifile import encode_file
+    from improv.midi.files import encode_file
 
     model = _model(args.model)
     tokens = encode_file(model.vocab, args.file)
@@ -36,11 +36,11 @@ def cmd_generate(args) -> int:
 
     from improv import config as config_module
     from improv.events import DRUM_CHANNEL, NoteEvent
-    from improv.midifile import read_messages, write_tracks
+    from improv.midi.files import read_messages, write_tracks
     from improv.musicstats import note_stats
     from improv.offline import continue_performance
 
-    from improv.midifile import check_output_path
+    from improv.midi.files import check_output_path
 
     config, _ = config_module.discover(args.config)
     for key, value in (("sampling.temperature", args.temperature), ("sampling.top_p", args.top_p),
@@ -71,7 +71,7 @@ def cmd_generate(args) -> int:
 def cmd_eval(args) -> int:
     from improv.evaluate import evaluate, markov_path_for
     from improv.markov import MarkovModel
-    from improv.midifile import MIDI_SUFFIXES, encode_file
+    from improv.midi.files import MIDI_SUFFIXES, encode_file
     from improv.errors import MidiFileError
 
     import numpy as np
@@ -123,8 +123,8 @@ def cmd_run(args) -> int:
     from improv import config as config_module
     from improv.daemon import Daemon
     from improv.model import OnnxModel
-    from improv.ports import choose_backend
-    from improv.recording import prepare_folder
+    from improv.midi.backend import choose_backend
+    from improv.midi.recording import prepare_folder
     from improv.status import StatusLine
 
     _setup_logging(args.verbose)
@@ -164,13 +164,13 @@ def jack_periods(text: str) -> list[int]:
 
 
 def cmd_bench(args) -> int:
-    from improv import bench
+    from improv.tools import bench
 
     return bench.main(args)
 
 
 def cmd_ports(args) -> int:
-    from improv.ports import choose_backend, list_ports
+    from improv.midi.backend import choose_backend, list_ports
 
     backend = choose_backend(args.backend)
     inputs, outputs = list_ports(backend)
@@ -187,10 +187,12 @@ def cmd_play(args) -> int:
     import signal
     import time
 
-    from improv.controls import PANIC_CONTROLS
-    from improv.daemon import OUTPUT_DRAIN_S, OutputGuard
-    from improv.midifile import read_messages
-    from improv.ports import CC_SUSTAIN, PORT_SETTLE_S, choose_backend, control_bytes, open_output
+    from improv.daemon import OUTPUT_DRAIN_S
+    from improv.midi.backend import choose_backend, open_output
+    from improv.midi.files import read_messages
+    from improv.midi.guard import OutputGuard
+    from improv.midi.messages import CC_SUSTAIN, PANIC_CONTROLS, control_bytes
+    from improv.midi.ports import PORT_SETTLE_S
 
     messages = read_messages(args.file)
     backend = choose_backend(args.backend)

@@ -6,10 +6,6 @@ from typing import Any, Callable
 
 from improv.config import Config
 
-CC_ALL_SOUND_OFF = 120
-CC_ALL_NOTES_OFF = 123
-PANIC_CONTROLS = (CC_ALL_SOUND_OFF, CC_ALL_NOTES_OFF)
-
 
 def _span(low: float, high: float) -> Callable[[int], float]:
     return lambda value: low + (high - low) * value / 127

@@ -19,13 +19,15 @@ from collections import Counter, deque
 from typing import Callable
 
 from improv.config import Config
-from improv.controls import PANIC_CONTROLS, apply_control
+from improv.controls import apply_control
 from improv.engine import Engine
 from improv.errors import PortError
 from improv.events import NoteEvent
-from improv.ports import (CC_ALL_NOTES_OFF, CC_SUSTAIN, RawInput, control_bytes, note_bytes, open_input, open_output,
-                          parse)
-from improv.recording import SessionRecorder
+from improv.midi.backend import open_input, open_output
+from improv.midi.guard import OutputGuard
+from improv.midi.messages import CC_SUSTAIN, CONTROL_CHANGE, PANIC_CONTROLS, RawInput, is_note, note_bytes
+from improv.midi.ports import parse
+from improv.midi.recording import SessionRecorder
 
 log = logging.getLogger("improv")
 
@@ -49,8 +51,8 @@ def _keep_last(data: list[int]) -> bool:
     """Notes, the pedal and panics: shed only when nothing else is left to shed."""
     if not data:
         return False
-    kind = data[0] & 0xF0
-    return kind in (0x80, 0x90) or (kind == 0xB0 and len(data) > 1 and data[1] in (CC_SUSTAIN, 120, CC_ALL_NOTES_OFF))
+    return is_note(data) or (data[0] & 0xF0 == CONTROL_CHANGE and len(data) > 1
+                             and data[1] in (CC_SUSTAIN, *PANIC_CONTROLS))
 
 
 class Backlog:
@@ -82,48 +84,6 @@ class Backlog:
         if self.others:
             return self.others.popleft()[1]
         return None
-
-
-class OutputGuard:
-    """Every note sent goes through here, so every note-on can get its note-off on any way out."""
-
-    def __init__(self, port, channel: int):
-        self.port, self.channel = port, channel
-        self.sounding: set[tuple[int, int]] = set()  # (channel, pitch)
-        self.failed = False
-
-    def send(self, data: list[int], due_s: float | None = None) -> bool:
-        """Send now, or at `due_s` where the port can place a message at its time."""
-        channel, kind = data[0] & 0x0F, data[0] & 0xF0
-        if kind == 0x90 and data[2] > 0:
-            self.sounding.add((channel, data[1]))  # tracked before sending: it may sound even if send fails
-        if self.port is None:
-            return False  # no output port right now: it is reconnected when it comes back
-        try:
-            self.port.send(data, due_s)
-            self.failed = False
-            if kind in (0x80, 0x90) and not (kind == 0x90 and data[2] > 0):
-                self.sounding.discard((channel, data[1]))  # forgotten only once its note-off went out
-            return True
-        except PortError as err:
-            if not self.failed:
-                log.error("%s; improv keeps running and will send again when the port is back", err)
-            self.failed = True
-            return False
-
-    def release_notes(self) -> None:
-        """A note-off for each sounding note: what lifting every key sends, and no more."""
-        for channel, pitch in sorted(self.sounding):
-            self.send(note_bytes(channel, pitch, 0))
-
-    def release_all(self) -> None:
-        """A note-off for each sounding note, then sustain up and all-notes-off on each channel used."""
-        channels = {self.channel} | {c for c, _ in self.sounding}
-        self.release_notes()
-        for channel in sorted(channels):
-            self.send(control_bytes(channel, CC_SUSTAIN, 0))
-            self.send(control_bytes(channel, CC_ALL_NOTES_OFF, 0))
-        self.sounding.clear()
 
 
 class Daemon:

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 from improv.errors import ModelSpecError
+from improv.midi.messages import CC_SUSTAIN, DRUM_CHANNEL, SUSTAIN_DOWN_MIN
 
 SPEC_VERSION = 1
 NUM_PITCHES = 128
-CC_SUSTAIN = 64
-SUSTAIN_DOWN_MIN = 64  # MIDI convention: CC64 value >= 64 is pedal down
-DRUM_CHANNEL = 9  # channel 10 in 1-based numbering: percussion, not pitches
 
 
 @dataclass(frozen=True)

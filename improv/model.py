@@ -1,6 +1,6 @@
 """The model edge: an exported LSTM run by onnxruntime, stepped one token at a time.
 
-The contract (DESIGN.md): inputs `tokens` int64 [batch, time], `h0`/`c0` float32 [layers, batch,
+The contract (docs/design.md): inputs `tokens` int64 [batch, time], `h0`/`c0` float32 [layers, batch,
 hidden]; outputs `logits` [batch, time, vocab], `hn`/`cn`. The vocabulary spec and the training facts
 travel in the file's metadata. The live step uses IOBinding over preallocated buffers: the state
 ping-pongs between two buffer pairs, so a step allocates nothing and copies nothing.

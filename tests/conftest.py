@@ -39,7 +39,7 @@ def pytest_pyfunc_call(pyfuncitem):
         return None
     from jackserver import JackServer
 
-    from improv.ports import ProbeClient
+    from improv.tools.probe import ProbeClient
 
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     for attempt in range(XRUN_RERUNS + 1):

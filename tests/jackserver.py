@@ -1,7 +1,7 @@
 """A real JACK server for the tests that are about ports, and improv run as a real process.
 
 Each test module starts its own server (dummy driver, realtime when allowed, the first free name of
-improv-test-0..7, see `improv.bench.start_jackd`) so runs never share a graph. The period is 512
+improv-test-0..7, see `improv.tools.jackd.start_jackd`) so runs never share a graph. The period is 512
 frames (10.7 ms at 48 kHz; IMPROV_TEST_JACK_PERIOD changes it): on these shared 2-core VMs JACK
 misses cycles (xruns) when the VM wakes it late, and a missed cycle loses, repeats or garbles that
 cycle's MIDI. Playing a 23 s file to a listener, 256 frames missed 67 to 875 cycles a run and
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from improv.ports import note_ons
+from improv.tools.probe import note_ons
 
 ROOT = Path(__file__).parent.parent
 PERIOD_FRAMES, RATE = int(os.environ.get("IMPROV_TEST_JACK_PERIOD", "512")), 48000
 
 
 def require_jackd() -> str:
-    from improv import jackmidi
+    from improv.midi import jack as jackmidi
 
     jackd = shutil.which("jackd")
     if jackd is None:
@@ -54,7 +54,7 @@ class JackServer:
 
     def __init__(self):
         require_jackd()
-        from improv.bench import start_jackd
+        from improv.tools.jackd import start_jackd
 
         self.log_path = Path(f"/tmp/improv-test-{os.getpid()}-{time.monotonic_ns() % 10**9}.log")
         self.log = open(self.log_path, "w")
@@ -88,7 +88,7 @@ class JackServer:
 
     def restart(self) -> None:
         """A new server under the same name, after stop(): as a user restarting JACK would."""
-        from improv.bench import launch_jackd
+        from improv.tools.jackd import launch_jackd
 
         self.log = open(self.log_path, "a")
         launched = launch_jackd(self.name, PERIOD_FRAMES, log=self.log)
@@ -110,7 +110,7 @@ def answers(client, silence_ms: int, pitches=(60, 64, 67, 72)) -> bool:
 
 
 def launch_improv(client, *args: str, env=None) -> subprocess.Popen:
-    """improv run as a real process, with `client` (an improv.ports.ProbeClient) connected to its ports."""
+    """improv run as a real process, with `client` (an improv.tools.probe.ProbeClient) connected to its ports."""
     process = start_improv(*args, env=env)
     try:
         client.connect()

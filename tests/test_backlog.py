@@ -1,5 +1,5 @@
 from improv.daemon import Backlog
-from improv.ports import RawInput
+from improv.midi.messages import RawInput
 
 
 def raw(*data):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from improv.ports import ProbeClient, note_ons, sounding_after
+from improv.tools.probe import ProbeClient, note_ons, sounding_after
 from jackserver import PERIOD_FRAMES, RATE, launch_improv, stop_improv
 
 pytestmark = pytest.mark.jack

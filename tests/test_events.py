@@ -5,7 +5,7 @@ import pytest
 
 from improv.errors import ModelSpecError
 from improv.events import Decoder, Encoder, Msg, Note, Vocabulary, decode_tokens, encode_notes
-from improv.midifile import encode_file, read_messages
+from improv.midi.files import encode_file, read_messages
 
 from conftest import CHORALE, EXPRESSIVE
 from reference import reference_notes

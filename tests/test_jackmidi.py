@@ -1,12 +1,14 @@
-"""improv's own JACK client (improv/jackmidi.py and its native callback), through a real JACK server."""
+"""improv's own JACK client (improv/midi/jack.py and its native callback), through a real JACK server."""
 
 import signal
 import time
 
 import pytest
 
-from improv import jackmidi
-from improv.ports import JackInputPort, JackOutputPort, ProbeClient, open_input, open_output, virtual_port_names
+from improv.midi import jack as jackmidi
+from improv.midi.backend import open_input, open_output, virtual_port_names
+from improv.midi.jack import JackInputPort, JackOutputPort
+from improv.tools.probe import ProbeClient
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not jackmidi.available(), reason="the native JACK client was not built")]
@@ -186,7 +188,7 @@ def test_an_input_reopened_while_the_output_holds_the_client_hears_only_what_com
 RAW_SENDER = """
 # A bare JACK client whose process callback (Python, through ctypes) writes one event a cycle.
 import ctypes, os, sys, time
-from improv.jackmidi import MIDI_TYPE, NO_START_SERVER, PORT_IS_OUTPUT, libjack
+from improv.midi.jack import MIDI_TYPE, NO_START_SERVER, PORT_IS_OUTPUT, libjack
 jack = libjack()
 P = ctypes.c_void_p
 jack.jack_port_get_buffer.restype, jack.jack_port_get_buffer.argtypes = P, [P, ctypes.c_uint32]

@@ -8,7 +8,7 @@ import mido
 import pytest
 
 from conftest import CHORALE
-from improv.ports import note_ons, sounding_after
+from improv.tools.probe import note_ons, sounding_after
 from jackserver import ROOT, launch_improv, stop_improv
 
 pytestmark = pytest.mark.jack
@@ -17,7 +17,7 @@ SILENCE_MS = 300
 
 @pytest.fixture
 def client(jack):
-    from improv.ports import ProbeClient
+    from improv.tools.probe import ProbeClient
 
     client = ProbeClient("listener")
     yield client

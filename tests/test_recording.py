@@ -1,7 +1,7 @@
 import mido
 
 from improv.events import NoteEvent
-from improv.recording import SessionRecorder
+from improv.midi.recording import SessionRecorder
 
 
 def test_recording_is_a_valid_two_track_file_after_every_flush(tmp_path):

@@ -8,9 +8,9 @@ import time
 import mido
 import pytest
 
-from improv.bench import process_rss_mib
+from improv.tools.procstat import process_rss_mib
 from improv.errors import PortError
-from improv.ports import ProbeClient, sounding_after
+from improv.tools.probe import ProbeClient, sounding_after
 from jackserver import answers as answers_after_silence
 from jackserver import launch_improv, start_improv, stop_improv
 
@@ -159,7 +159,8 @@ def test_sigkill_loses_at_most_the_last_seconds_of_the_recording(client, tmp_pat
 CLOSE_UNDER_FLOOD = """
 import sys, threading, time
 from improv.errors import PortError
-from improv.ports import ProbeClient, open_input
+from improv.midi.backend import open_input
+from improv.tools.probe import ProbeClient
 backend = sys.argv[1]
 flood = ProbeClient("flood")
 def pour():

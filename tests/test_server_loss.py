@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from improv import jackmidi
-from improv.ports import ProbeClient
+from improv.midi import jack as jackmidi
+from improv.tools.probe import ProbeClient
 from jackserver import answers, launch_improv, stop_improv
 
 pytestmark = [pytest.mark.jack,

@@ -5,7 +5,7 @@ import pytest
 
 from improv.config import Config
 from improv.model import BOUND_PRIME_LENGTHS
-from improv.midifile import read_messages
+from improv.midi.files import read_messages
 from improv.musicstats import note_stats
 from improv.offline import continue_performance
 

@@ -1,4 +1,4 @@
-"""The soak tool (`python -m improv.soak`) on a short run: the figures it reports are measured."""
+"""The soak tool (`python -m improv.tools.soak`) on a short run: the figures it reports are measured."""
 
 import json
 import subprocess
@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from improv import jackmidi
+from improv.midi import jack as jackmidi
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not jackmidi.available(), reason="the native JACK client was not built")]
 
 
 def test_a_short_soak_reports_no_stuck_note_and_reactions_a_period_or_more_after_the_key(jack):
-    result = subprocess.run([sys.executable, "-m", "improv.soak", "--minutes", "0.25", "--json"],
+    result = subprocess.run([sys.executable, "-m", "improv.tools.soak", "--minutes", "0.25", "--json"],
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(result.stdout)

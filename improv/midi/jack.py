@@ -1,5 +1,5 @@
 """improv's own JACK MIDI client: one client "improv" with ports "in" and "out", whose realtime
-process callback is native code (improv/_jackmidi.c), driven through libjack with ctypes.
+process callback is native code (improv/midi/_jackmidi.c), driven through libjack with ctypes.
 
 Against python-rtmidi's JACK backend it buys: one client woken per period instead of two; no Python
 and no GIL on JACK's thread (the input is read by a Python thread that sleeps on a pipe, so closing
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from improv.errors import PortError
+from improv.midi.messages import RawInput
+from improv.midi.ports import Enqueue, find_port, quiet_stderr
 
 log = logging.getLogger("improv")
 
@@ -127,8 +129,8 @@ def _load_native() -> ctypes.CDLL | None:
 
 class JackMidiClient:
     """One JACK client with a MIDI input and a MIDI output. The input and output ports of
-    improv.ports share it (see `acquire`); it closes when the last of them lets go. The test and
-    benchmark probe (improv.ports.ProbeClient) opens clients with one port each."""
+    JackInputPort and JackOutputPort share it (see `acquire`); it closes when the last of them lets
+    go. The test and benchmark probe (improv.tools.probe.ProbeClient) opens clients with one port each."""
 
     _open: dict[str, "JackMidiClient"] = {}
     _lock = threading.Lock()
@@ -157,8 +159,6 @@ class JackMidiClient:
     def __init__(self, client_name: str, clock: Callable[[], float] = time.monotonic,
                  in_name: str | None = "in", out_name: str | None = "out"):
         """A client with an input port `in_name` and an output port `out_name` (None: no such port)."""
-        from improv.ports import quiet_stderr
-
         loaded = _load()
         if loaded is None:
             raise PortError("improv's native JACK client is not built (reinstall improv with a C compiler)")
@@ -270,8 +270,6 @@ class JackMidiClient:
     # -- input ------------------------------------------------------------------------------------
     def listen(self, enqueue: Callable) -> None:
         """Deliver each input message as enqueue(RawInput) from a reader thread; stale ones are dropped."""
-        from improv.ports import RawInput
-
         self._drain(lambda *_: None)
         self._enqueue = enqueue
         if self._reader is None:
@@ -390,3 +388,97 @@ class JackMidiClient:
         self.native.ijm_free(self.state)
         os.close(self._wake_read)
         os.close(self._wake_write)
+
+
+# -- the ports improv run opens on the client ------------------------------------------------------
+class _JackPort:
+    """Improv's own JACK client's input or output (JackMidiClient above): virtual, or connected to an
+    existing port by name. Both directions share the one client."""
+
+    direction = ""
+
+    def __init__(self, client_name: str, port: str | None, clock: Callable[[], float] = time.monotonic):
+        self.client = JackMidiClient.acquire(client_name, clock)
+        self.wanted, self.peer = port, None
+        try:
+            if port is not None:
+                peers = self.client.peers(self.direction)
+                self.peer = peers[find_port(port, peers, "input" if self.direction == "in" else "output")]
+                self.client.connect(self.direction, self.peer)
+        except BaseException:
+            self.client.release()
+            raise
+        self.name = self.peer or self.client.port_name(self.direction)
+
+    def still_connected(self) -> bool:
+        """False once JACK has closed the client, or the port connected by name has gone."""
+        if self.server_gone():
+            return False
+        return self.peer is None or self.client.connected_to(self.direction, self.peer)
+
+    def server_gone(self) -> bool:
+        """JACK has closed the client both directions share (its server stopped, or dropped it)."""
+        return self.client.server_gone()
+
+    def close(self) -> None:
+        if self.peer is not None and not self.client.server_gone():
+            self.client.disconnect(self.direction, self.peer)
+        self.client.release()
+
+class JackInputPort(_JackPort):
+    direction = "in"
+
+    def __init__(self, client_name: str, port: str | None, enqueue: Enqueue,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__(client_name, port, clock)
+        self.client.listen(enqueue)
+
+    def close(self) -> None:
+        self.client.stop_listening()
+        super().close()
+
+class JackOutputPort(_JackPort):
+    direction = "out"
+
+    @property
+    def handover_s(self) -> float:
+        """Messages may be sent this long before they are due: the client places them exactly."""
+        return self.client.handover_s
+
+    def send(self, data: list[int], due_s: float | None = None) -> None:
+        self.client.send(data, due_s)
+
+
+@contextlib.contextmanager
+def default_jack_server(name: str):
+    """Clients opened inside (and processes started inside) talk to the JACK server `name`:
+    libjack reads JACK_DEFAULT_SERVER at each client open."""
+    saved = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = saved
+
+def jack_period_ms(server: str | None = None) -> float | None:
+    """The period (buffer size / sample rate) in ms of the running JACK server (named `server`, or
+    the default one), or None when it does not run. rtmidi does not expose it, so this asks libjack."""
+    if server is not None:
+        with default_jack_server(server):
+            return jack_period_ms()
+
+    jack = libjack()
+    if jack is None:
+        return None
+    status = ctypes.c_int(0)
+    with quiet_stderr():
+        client = jack.jack_client_open(b"improv-period", NO_START_SERVER, ctypes.byref(status))
+    if not client:
+        return None
+    try:
+        return 1000.0 * jack.jack_get_buffer_size(client) / jack.jack_get_sample_rate(client)
+    finally:
+        jack.jack_client_close(client)

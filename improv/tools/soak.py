@@ -1,6 +1,6 @@
 """A soak run: a simulated player through JACK against `improv run` in continuous mode.
 
-    python -m improv.soak --minutes 10 [--start-jack] [--json]
+    python -m improv.tools.soak --minutes 10 [--start-jack] [--json]
 
 The player plays phrases (single notes, chords, the pedal, a spread of velocities) with pauses long
 enough for improv to stop, so each phrase's first improv note is a clean reaction time. Reported:
@@ -20,8 +20,10 @@ import time
 
 import numpy as np
 
-from improv.bench import jack_running, process_rss_mib, reaction_summary_ms, start_private_jack
-from improv.ports import ProbeClient, note_ons, sounding_after
+from improv.tools.bench import reaction_summary_ms
+from improv.tools.jackd import jack_running, start_private_jack
+from improv.tools.probe import ProbeClient, note_ons, sounding_after
+from improv.tools.procstat import process_rss_mib
 
 PLAY_ON_MS = 800  # improv stops this long after the player: pauses longer than this reset to silence
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -26,13 +24,16 @@ from improv.config import Config
 from improv.engine import Engine
 from improv.errors import PortError
 from improv.events import Msg
-from improv.jackmidi import HANDOVER_S
+from improv.midi.backend import uses_native_jack, virtual_port_names
+from improv.midi.jack import HANDOVER_S, default_jack_server, jack_period_ms
 from improv.model import OnnxModel
 from improv.offline import VirtualClock, perform, run_until
 from improv.sampling import MaskBuilder, sample
+from improv.tools import bare_client
+from improv.tools.jackd import JACK_PERIOD_FRAMES, JACK_RATE, jack_running, start_jackd, start_private_jack
+from improv.tools.probe import ProbeClient, note_ons
+from improv.tools.procstat import cpu_ticks, idle_cpu_percent, process_rss_mib, steal_percent
 
-JACK_PERIOD_FRAMES, JACK_RATE = 64, 48000
-JACK_NAME_SLOTS = 8  # jackd's limit on servers registered at once (MAX_SERVERS)
 IDLE_SECONDS = 10.0  # CPU time is counted in 10 ms ticks: 10 s resolves 0.1% of a core
 CONTINUOUS_PLAY_ON_MS = 400  # continuous mode in the benchmark: improv stops soon, so each note starts from silence
 
@@ -229,163 +230,33 @@ def weight_bytes(model: OnnxModel) -> int:
         return model.path.stat().st_size  # the file is almost all weights
 
 
-# -- the real daemon through JACK ------------------------------------------------------------------
-def jack_running() -> bool:
-    from improv.ports import choose_backend
-
-    try:
-        return choose_backend("jack") == "jack"
-    except PortError:
-        return False
-
-
-def start_jackd(prefix: str, period_frames: int = JACK_PERIOD_FRAMES, log=subprocess.DEVNULL,
-                ready_s: float = 5.0) -> tuple[subprocess.Popen, str, bool] | None:
-    """A JACK server with the dummy driver, realtime when the machine allows it, named `prefix-N` for
-    the first N no live server uses. Returns (process, name, realtime), or None.
-
-    Names come from a small pool rather than being unique: JACK has JACK_NAME_SLOTS server slots, and
-    a server that was killed keeps its slot until a server of the same name starts again."""
-    from improv.ports import jack_period_ms
-
-    for slot in range(JACK_NAME_SLOTS):
-        name = f"{prefix}-{slot}"
-        if jack_period_ms(name) is not None:
-            continue  # a live server has this name
-        launched = launch_jackd(name, period_frames, log, ready_s)
-        if launched is not None:
-            return launched[0], name, launched[1]
-    return None
-
-
-def launch_jackd(name: str, period_frames: int = JACK_PERIOD_FRAMES, log=subprocess.DEVNULL,
-                 ready_s: float = 5.0) -> tuple[subprocess.Popen, bool] | None:
-    """A JACK server named `name` (dummy driver, realtime when allowed): (process, realtime), or None."""
-    from improv.ports import jack_period_ms
-
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        return None
-    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
-    for realtime in ("-R", "-r"):
-        process = subprocess.Popen([jackd, "-n", name, realtime, "-d", "dummy", "-r", str(JACK_RATE), "-p",
-                                    str(period_frames)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + ready_s
-        while time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.1)
-            if jack_period_ms(name) is not None:
-                return process, realtime == "-R"
-        process.kill()
-        process.wait()
-    return None
-
-
-def start_private_jack(log=subprocess.DEVNULL, period_frames: int = JACK_PERIOD_FRAMES) -> subprocess.Popen | None:
-    started = start_jackd("improv-bench", period_frames, log=log)
-    if started is None:
-        return None
-    process, name, _ = started
-    os.environ.update({"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"})
-    return process
-
-
-def cpu_ticks() -> tuple[int, int] | None:
-    """(steal, total) ticks of all CPUs so far, from /proc/stat; None where there is none."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
-
-
-def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """The share of CPU time the hypervisor gave to other machines between two cpu_ticks()."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
-
-
-def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _idle_cpu_percent(pid: int, seconds: float = 5.0) -> float:
-    cpu_before, started = _proc_cpu_s(pid), time.monotonic()
-    time.sleep(seconds)
-    return round(100 * (_proc_cpu_s(pid) - cpu_before) / (time.monotonic() - started), 3)
-
-
-JACK_FLOOR_SCRIPTS = {  # (script, its input port, its output port)
-    "jack-rtmidi": ("""
-import time, rtmidi
-api = rtmidi.API_UNIX_JACK
-midi_in, midi_out = rtmidi.MidiIn(rtapi=api, name="floor-in"), rtmidi.MidiOut(rtapi=api, name="floor-out")
-midi_in.open_virtual_port("in"); midi_out.open_virtual_port("out")
-time.sleep(60)
-""", "floor-in:in", "floor-out:out"),
-    "jack": ("""
-import time
-from improv.jackmidi import JackMidiClient
-client = JackMidiClient.acquire("floor")
-time.sleep(60)
-""", "floor:in", "floor:out"),
-}
+def _bare_client(name: str, backend: str, echo: bool = False) -> tuple[subprocess.Popen, tuple[str, str]]:
+    process = subprocess.Popen([sys.executable, "-m", "improv.tools.bare_client", "--name", name, "--backend", backend]
+                               + (["--echo"] if echo else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, bare_client.port_names(name, backend)
 
 
 def jack_client_floor_cpu(backend: str = "jack") -> float:
     """Idle CPU of a process that only holds a MIDI input and output open under JACK through the
     same kind of client as improv's, connected to a client as improv's are in the benchmark: JACK
     wakes each client every period, so this is the floor under any JACK MIDI program's idle CPU."""
-    from improv.ports import ProbeClient
-
-    script, floor_in, floor_out = JACK_FLOOR_SCRIPTS[backend]
     client = ProbeClient("bench-floor")  # first: should it fail, no process is left behind
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, (floor_in, floor_out) = _bare_client("floor", backend)
     try:
         client.connect(to_port=floor_in, from_port=floor_out)
         time.sleep(1.0)
-        return _idle_cpu_percent(process.pid, IDLE_SECONDS)
+        return idle_cpu_percent(process.pid, IDLE_SECONDS)
     finally:
         client.close()
         process.kill()
         process.wait()
 
 
-ECHO_SCRIPTS = {  # (script, its input port, its output port)
-    "jack-rtmidi": ("""
-import time, rtmidi
-api = rtmidi.API_UNIX_JACK
-midi_out = rtmidi.MidiOut(rtapi=api, name="echo-out"); midi_out.open_virtual_port("out")
-midi_in = rtmidi.MidiIn(rtapi=api, name="echo-in"); midi_in.open_virtual_port("in")
-midi_in.set_callback(lambda event, _: midi_out.send_message(event[0]))
-time.sleep(120)
-""", "echo-in:in", "echo-out:out"),
-    "jack": ("""
-import time
-from improv.jackmidi import JackMidiClient
-client = JackMidiClient.acquire("echo")
-client.listen(lambda raw: client.send(raw.data))
-time.sleep(120)
-""", "echo:in", "echo:out"),
-}
-
-
 def bench_transport_floor(notes: int, backend: str = "jack") -> dict | None:
     """The reaction of a program that does nothing but echo each note at once, through the same JACK
     server and the same kind of client as improv's (`backend`): the transport's share of any reaction."""
-    from improv.ports import ProbeClient, note_ons
-
-    script, echo_in, echo_out = ECHO_SCRIPTS[backend]
     client = ProbeClient("bench-echo")
-    echo = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    echo, (echo_in, echo_out) = _bare_client("echo", backend, echo=True)
     try:
         client.connect(to_port=echo_in, from_port=echo_out)
         reactions = []
@@ -407,8 +278,6 @@ def bench_transport_floor(notes: int, backend: str = "jack") -> dict | None:
 
 def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_ms: int = 300) -> dict:
     """Reaction of `improv run` as a client sees it, in both modes; idle CPU and RSS of the daemon."""
-    from improv.ports import ProbeClient, jack_period_ms, note_ons, uses_native_jack, virtual_port_names
-
     native = uses_native_jack(backend)
     results: dict = {"jack_client": "native" if native else "rtmidi"}
     continuous: list[float] = []
@@ -424,7 +293,7 @@ def bench_daemon(model_path: str, phrases: int, backend: str = "jack", silence_m
             client.connect(*virtual_port_names(backend))
             if mode == "call-response":
                 time.sleep(1.0)
-                results["idle_cpu_percent"] = _idle_cpu_percent(daemon.pid, IDLE_SECONDS)
+                results["idle_cpu_percent"] = idle_cpu_percent(daemon.pid, IDLE_SECONDS)
             reactions = []
             lead_s = HANDOVER_S if mode == "call-response" else 0.0  # answers reach the client before they are due
             for i in range(phrases):
@@ -569,8 +438,6 @@ def idle_by_period(periods: list[int], backend: str = "jack") -> dict:
     """Idle CPU of `improv run` (a client connected to its ports) and of a bare client of the same
     kind, each on a private JACK server at each period in frames: JACK wakes every client once a
     period, so this is how the idle cost follows the period the user chose."""
-    from improv.ports import ProbeClient, default_jack_server, uses_native_jack, virtual_port_names
-
     kind = "jack" if uses_native_jack(backend) else "jack-rtmidi"
     results = {}
     for frames in periods:
@@ -586,7 +453,7 @@ def idle_by_period(periods: list[int], backend: str = "jack") -> dict:
                 try:
                     client.connect(*virtual_port_names(backend))
                     time.sleep(1.0)
-                    idle = _idle_cpu_percent(daemon.pid, IDLE_SECONDS)
+                    idle = idle_cpu_percent(daemon.pid, IDLE_SECONDS)
                 finally:
                     client.close()
                     daemon.terminate()
