@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from improv.config import BACKENDS
+from improv.config import rules
 from improv.errors import ImprovError
 
 EXIT_ERROR = 1
@@ -232,10 +232,16 @@ def cmd_play(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from improv.config import Config, MODES
+    from improv.config import Config
     from improv.paths import user_config_dir
 
     defaults = Config()
+    backends = rules("midi.backend")["choices"]
+
+    def allowed(dotted: str) -> str:
+        rule = rules(dotted)
+        return f"> {rule['above']:g}" if "above" in rule else f"{rule['low']:g}..{rule['high']:g}"
+
     config_help = (f"settings file (default: ./config.yaml, else {user_config_dir() / 'config.yaml'}, "
                    f"else built-in defaults)")
     model_help = "an exported .onnx model file (default: the shipped int8 model)"
@@ -261,10 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, help="MIDI file to write: seed and continuation on two tracks")
     generate.add_argument("--seconds", type=float, default=10.0, help="length of the continuation (default: 10)")
     generate.add_argument("--temperature", type=float,
-                          help=f"sampling temperature > 0, lower is safer (default: {defaults.sampling.temperature})")
+                          help=f"sampling temperature {allowed('sampling.temperature')}, lower is safer "
+                               f"(default: {defaults.sampling.temperature})")
     generate.add_argument("--top-p", type=float,
-                          help=f"sample from the likeliest tokens covering this probability, 0.01..1 "
-                               f"(default: {defaults.sampling.top_p})")
+                          help=f"sample from the likeliest tokens covering this probability, "
+                               f"{allowed('sampling.top_p')} (default: {defaults.sampling.top_p})")
     generate.add_argument("--silence-ms", type=int,
                           help=f"pause after the seed before the answer (default: {defaults.engine.silence_ms})")
     generate.add_argument("--model", help=model_help)
@@ -289,25 +296,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="connect to this input port (name or unique part; see improv ports) "
                           "(default: open improv's own input)")
     run.add_argument("--out", dest="out_port", help="connect to this output port (default: open improv's own output)")
-    run.add_argument("--mode", choices=MODES,
+    run.add_argument("--mode", choices=rules("engine.mode")["choices"],
                      help=f"call-response answers when you stop; continuous plays along (default: {defaults.engine.mode})")
     run.add_argument("--silence-ms", type=int,
-                     help=f"call-response: answer after this much silence with all keys up, 10..60000 "
-                          f"(default: {defaults.engine.silence_ms})")
+                     help=f"call-response: answer after this much silence with all keys up, "
+                          f"{allowed('engine.silence_ms')} (default: {defaults.engine.silence_ms})")
     run.add_argument("--temperature", type=float,
-                     help=f"sampling temperature > 0, lower is safer, higher is wilder (default: {defaults.sampling.temperature})")
+                     help=f"sampling temperature {allowed('sampling.temperature')}, lower is safer, higher is wilder "
+                          f"(default: {defaults.sampling.temperature})")
     run.add_argument("--response-ms", type=int,
-                     help=f"longest answer (call-response), play-on time after you stop (continuous) "
-                          f"(default: {defaults.engine.response_ms})")
-    run.add_argument("--channel", type=int, help=f"output channel 1..16 (default: {defaults.midi.output_channel})")
-    run.add_argument("--backend", choices=BACKENDS,
+                     help=f"longest answer (call-response), play-on time after you stop (continuous), "
+                          f"{allowed('engine.response_ms')} (default: {defaults.engine.response_ms})")
+    run.add_argument("--channel", type=int,
+                     help=f"output channel {allowed('midi.output_channel')} (default: {defaults.midi.output_channel})")
+    run.add_argument("--backend", choices=backends,
                      help=f"MIDI system; auto prefers JACK when a server runs (default: {defaults.midi.backend})")
     run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")
     run.add_argument("--verbose", action="store_true", help="log every event instead of a status line")
     run.set_defaults(run=cmd_run)
 
     ports = command("ports", "list the MIDI inputs and outputs improv can see")
-    ports.add_argument("--backend", default="auto", choices=BACKENDS, help="MIDI system (default: auto)")
+    ports.add_argument("--backend", default="auto", choices=backends, help="MIDI system (default: auto)")
     ports.set_defaults(run=cmd_ports)
 
     bench = command("bench", "measure step, sampling, bandwidth and real-port reaction times")
@@ -331,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "pedal come up. Ctrl-C stops it and releases everything.")
     play.add_argument("file", help="a MIDI file (.mid)")
     play.add_argument("--out", required=True, help="output port name or unique part (see improv ports), e.g. improv:in")
-    play.add_argument("--backend", default="auto", choices=BACKENDS, help="MIDI system (default: auto)")
+    play.add_argument("--backend", default="auto", choices=backends, help="MIDI system (default: auto)")
     play.set_defaults(run=cmd_play)
     return parser
 

@@ -7,6 +7,7 @@ An unknown key or a bad value raises ConfigError naming the dotted key and what 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,71 +19,83 @@ from improv.paths import config_candidates
 
 MODES = ("call-response", "continuous")
 BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
+CC_CHANNEL_MODE_FIRST = 120  # CC 120..127 are channel mode messages (panic among them), never a knob
+
+
+def setting(default: Any, *, low: float | str | None = None, high: float | None = None, above: float | None = None,
+            choices: tuple | None = None, knob: tuple[float, float] | None = None,
+            knob_values: tuple | None = None) -> Any:
+    """A config field and everything allowed for it, declared once: `low`..`high` inclusive (`low`
+    may name a sibling field), `above` an exclusive lower bound, `choices` the allowed values. A
+    setting a MIDI CC can turn has `knob`, the span the CC's value 0..127 sweeps, or `knob_values`,
+    values the CC's range is split evenly between."""
+    rules = {"low": low, "high": high, "above": above, "choices": choices, "knob": knob, "knob_values": knob_values}
+    return field(default=default, metadata={k: v for k, v in rules.items() if v is not None})
 
 
 @dataclass
 class ModelSection:
-    path: str | None = None  # None: the shipped exported_models/improv-lstm.onnx
+    path: str | None = None  # None: the shipped model (improv.model.default_model_path)
 
 
 @dataclass
 class MidiSection:
-    backend: str = "auto"  # auto: JACK when a JACK server runs, else the system's MIDI
+    backend: str = setting("auto", choices=BACKENDS)  # auto: JACK when a JACK server runs, else the system's MIDI
     input: str | None = None  # None: open a virtual input port; else a port name or a unique part of it
     output: str | None = None  # None: open a virtual output port
     client_name: str = "improv"
-    input_channels: list[int] | None = None  # 1..16; None listens to all
-    output_channel: int = 1  # 1..16
+    input_channels: list[int] | None = setting(None, low=1, high=16)  # None listens to all
+    output_channel: int = setting(1, low=1, high=16)
     pass_through: bool = False  # echo the player's notes to the output
 
 
 @dataclass
 class EngineSection:
-    mode: str = "call-response"
-    enabled: bool = True
-    silence_ms: int = 500  # call-response: answer after this much silence with all keys up
-    response_ms: int = 6000  # call-response: longest answer
-    lookahead_ms: int = 150  # generation runs this far ahead of the clock
-    max_gap_ms: int = 2000  # a longer silence is heard by the model as this long
+    mode: str = setting("call-response", choices=MODES, knob_values=MODES)
+    enabled: bool = setting(True, knob_values=(False, True))
+    silence_ms: int = setting(500, low=10, high=60_000)  # call-response: answer after this much silence
+    response_ms: int = setting(6000, low=100, high=600_000, knob=(1000, 16_000))  # longest answer
+    lookahead_ms: int = setting(150, low=10, high=2000)  # generation runs this far ahead of the clock
+    max_gap_ms: int = setting(2000, low=10, high=60_000)  # a longer silence is heard by the model as this long
 
 
 @dataclass
 class SamplingSection:
-    temperature: float = 0.9
-    top_p: float = 0.95
+    temperature: float = setting(0.9, above=0, knob=(0.1, 2.0))
+    top_p: float = setting(0.95, low=0.01, high=1.0, knob=(0.5, 1.0))
     seed: int | None = None  # None: a different answer every run
 
 
 @dataclass
 class LimitsSection:
-    pitch_low: int = 21  # A0
-    pitch_high: int = 108  # C8
-    max_polyphony: int = 8
-    max_note_ms: int = 4000  # hard cap: no improv note lasts longer
-    velocity_scale: float = 1.0
+    pitch_low: int = setting(21, low=0, high=127, knob=(0, 127))  # A0
+    pitch_high: int = setting(108, low="pitch_low", high=127, knob=(0, 127))  # C8
+    max_polyphony: int = setting(8, low=1, high=128, knob=(1, 16))
+    max_note_ms: int = setting(4000, low=10, high=600_000, knob=(100, 8000))  # hard cap on an improv note
+    velocity_scale: float = setting(1.0, low=0.01, high=10.0, knob=(0.25, 2.0))
 
 
 @dataclass
 class ControlsSection:
-    """MIDI CC numbers that change settings live (CC value 0..127 maps onto each range)."""
+    """MIDI CC numbers that change settings live: each field names the setting it turns (its `knob`)."""
 
-    temperature: int | None = 21  # 0.1 .. 2.0
-    top_p: int | None = 22  # 0.5 .. 1.0
-    mode: int | None = 23  # < 64 call-response, >= 64 continuous
-    enabled: int | None = 24  # < 64 off, >= 64 on
-    response_ms: int | None = 25  # 1 .. 16 s
-    pitch_low: int | None = 26  # the CC value is the MIDI pitch
-    pitch_high: int | None = 27
-    max_polyphony: int | None = 28  # 1 .. 16
-    max_note_ms: int | None = 29  # 0.1 .. 8 s
-    velocity_scale: int | None = 30  # 0.25 .. 2.0
+    temperature: int | None = setting(21, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    top_p: int | None = setting(22, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    mode: int | None = setting(23, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    enabled: int | None = setting(24, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    response_ms: int | None = setting(25, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    pitch_low: int | None = setting(26, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    pitch_high: int | None = setting(27, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    max_polyphony: int | None = setting(28, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    max_note_ms: int | None = setting(29, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    velocity_scale: int | None = setting(30, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
 
 
 @dataclass
 class RecordingSection:
     enabled: bool = True
     folder: str | None = None  # None: the user's data folder (improv.paths.default_sessions_dir)
-    flush_s: float = 5.0  # rewrite the session file this often
+    flush_s: float = setting(5.0, above=0)  # rewrite the session file this often
 
 
 @dataclass
@@ -96,29 +109,57 @@ class Config:
     recording: RecordingSection = field(default_factory=RecordingSection)
 
     def validate(self) -> "Config":
-        _check_choice("midi.backend", self.midi.backend, BACKENDS)
-        _check_choice("engine.mode", self.engine.mode, MODES)
-        if self.midi.input_channels is not None:
-            for channel in self.midi.input_channels:
-                _check_range("midi.input_channels", channel, 1, 16)
-        _check_range("midi.output_channel", self.midi.output_channel, 1, 16)
-        _check_range("engine.silence_ms", self.engine.silence_ms, 10, 60_000)
-        _check_range("engine.response_ms", self.engine.response_ms, 100, 600_000)
-        _check_range("engine.lookahead_ms", self.engine.lookahead_ms, 10, 2000)
-        _check_range("engine.max_gap_ms", self.engine.max_gap_ms, 10, 60_000)
-        _check_positive("sampling.temperature", self.sampling.temperature)
-        _check_range("sampling.top_p", self.sampling.top_p, 0.01, 1.0)
-        _check_range("limits.pitch_low", self.limits.pitch_low, 0, 127)
-        _check_range("limits.pitch_high", self.limits.pitch_high, self.limits.pitch_low, 127)
-        _check_range("limits.max_polyphony", self.limits.max_polyphony, 1, 128)
-        _check_range("limits.max_note_ms", self.limits.max_note_ms, 10, 600_000)
-        _check_range("limits.velocity_scale", self.limits.velocity_scale, 0.01, 10.0)
-        for item in fields(ControlsSection):
-            value = getattr(self.controls, item.name)
-            if value is not None:
-                _check_range(f"controls.{item.name}", value, 0, 119)  # 120..127 are channel mode messages
-        _check_positive("recording.flush_s", self.recording.flush_s)
+        for dotted, item in setting_fields().items():
+            section = getattr(self, dotted.split(".")[0])
+            _check(dotted, getattr(section, item.name), item.metadata, section)
+        _check_controls_distinct(self.controls)
         return self
+
+
+@functools.cache
+def setting_fields() -> dict[str, dataclasses.Field]:
+    """Every setting's field by dotted key ("sampling.temperature"), in the order config.yaml has them."""
+    return {f"{section.name}.{item.name}": item
+            for section in fields(Config) for item in fields(section.default_factory)}
+
+
+def rules(dotted: str) -> dict:
+    """What is allowed for a setting, as declared on its field: low, high, above, choices, knob."""
+    return dict(setting_fields()[dotted].metadata)
+
+
+@functools.cache
+def knobs() -> dict[str, str]:
+    """Setting name -> dotted key, for every setting a MIDI CC can turn."""
+    return {item.name: dotted for dotted, item in setting_fields().items()
+            if "knob" in item.metadata or "knob_values" in item.metadata}
+
+
+def _check(key: str, value: Any, rule, section) -> None:
+    if value is None:
+        return  # optional settings: None is checked by _coerce, which knows the annotation
+    for single in value if isinstance(value, list) else [value]:
+        if "choices" in rule:
+            _check_choice(key, single, rule["choices"])
+        if "above" in rule and not single > rule["above"]:
+            raise ConfigError(f"{key} must be > {rule['above']}, got {single!r}")
+        if "low" in rule or "high" in rule:
+            low = rule.get("low")
+            low = getattr(section, low) if isinstance(low, str) else low
+            _check_range(key, single, low, rule.get("high"))
+
+
+def _check_controls_distinct(controls: ControlsSection) -> None:
+    """Two settings on one CC would both move at once: name both, so the user can move one."""
+    seen: dict[int, str] = {}
+    for item in fields(controls):
+        cc = getattr(controls, item.name)
+        if cc is None:
+            continue
+        if cc in seen:
+            raise ConfigError(f"controls.{seen[cc]} and controls.{item.name} are both mapped to CC {cc}; give each "
+                              f"its own CC, or null to leave one unmapped")
+        seen[cc] = item.name
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -129,11 +170,6 @@ def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _check_range(key: str, value: Any, low: float, high: float) -> None:
     if not low <= value <= high:
         raise ConfigError(f"{key} must be in range {low}..{high}, got {value!r}")
-
-
-def _check_positive(key: str, value: Any) -> None:
-    if not value > 0:
-        raise ConfigError(f"{key} must be > 0, got {value!r}")
 
 
 def _coerce(key: str, value: Any, annotation: str) -> Any:

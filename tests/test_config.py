@@ -72,3 +72,57 @@ def test_a_yaml_syntax_error_names_its_line_and_column(tmp_path):
     broken.write_text("engine:\n  silence_ms: 500\n  mode: 'continuous\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml is not valid YAML: .* at line 4, column 1"):
         config.load(broken)
+
+
+def documented_settings() -> dict[str, str]:
+    """config.yaml's comment for each dotted key, continuation lines included; sections keyed by name."""
+    import re
+    from pathlib import Path
+
+    comments, section, key = {}, None, None
+    for line in (Path(__file__).parent.parent / "config.yaml").read_text().splitlines():
+        code, _, comment = line.partition("#")
+        if not line.strip():
+            continue
+        if match := re.match(r"^(\w+):", code):
+            section, key = match.group(1), match.group(1)
+        elif match := re.match(r"^  (\w+):", code):
+            key = f"{section}.{match.group(1)}"
+        elif not code.strip() and comment and key is not None:
+            comments[key] += " " + comment.strip()
+            continue
+        if key is not None:
+            comments[key] = comment.strip()
+    return comments
+
+
+def test_config_yaml_states_each_range_the_fields_declare():
+    comments = documented_settings()
+    fields = config.setting_fields()
+    assert set(comments) - {"model", "midi", "engine", "sampling", "limits", "controls", "recording"} == set(fields)
+    for dotted, item in fields.items():
+        rule, text = item.metadata, comments[dotted]
+        if dotted.startswith("controls."):
+            knob = config.rules(config.knobs()[item.name])
+            if "knob" in knob:
+                low, high = knob["knob"]
+                assert f"{item.name} {low:g}..{high:g}" in text, (dotted, text)
+            continue
+        if "low" in rule:
+            low = rule["low"] if isinstance(rule["low"], str) else f"{rule['low']:g}"
+            assert f"{low}..{rule['high']:g}" in text, (dotted, text)
+        if "above" in rule:
+            assert f"> {rule['above']:g}" in text, (dotted, text)
+        for choice in rule.get("choices", ()):
+            assert choice in text, (dotted, text)
+    cc = config.rules("controls.temperature")
+    assert f"({cc['low']}..{cc['high']})" in comments["controls"]
+
+
+def test_every_control_turns_a_setting_that_has_a_knob():
+    assert set(config.knobs()) == {item.name for item in __import__("dataclasses").fields(config.ControlsSection)}
+
+
+def test_two_settings_on_one_cc_are_refused_naming_both():
+    with pytest.raises(ConfigError, match=r"controls\.temperature and controls\.top_p are both mapped to CC 40"):
+        config.from_dict({"controls": {"temperature": 40, "top_p": 40}})
