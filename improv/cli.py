@@ -123,7 +123,7 @@ def cmd_run(args) -> int:
     from improv import config as config_module
     from improv.daemon import Daemon
     from improv.model import OnnxModel
-    from improv.midi.backend import choose_backend
+    from improv.midi.backend import Backend, choose_backend
     from improv.midi.recording import prepare_folder
     from improv.status import StatusLine
 
@@ -138,7 +138,7 @@ def cmd_run(args) -> int:
     if config.recording.enabled:  # a folder that cannot be written stops the start before any port is tried
         config.recording.folder = str(prepare_folder(config.recording.folder))
     model = OnnxModel(config.model.path)
-    backend = choose_backend(config.midi.backend)
+    backend = Backend(choose_backend(config.midi.backend))
     daemon = Daemon(config, model, backend, config_source=str(config_path) if config_path else "built-in defaults")
     status = StatusLine(daemon.status_line, enabled=not args.verbose)
     try:

@@ -23,10 +23,9 @@ from improv.controls import apply_control
 from improv.engine import Engine
 from improv.errors import PortError
 from improv.events import NoteEvent
-from improv.midi.backend import open_input, open_output
 from improv.midi.guard import OutputGuard
 from improv.midi.messages import CC_SUSTAIN, CONTROL_CHANGE, PANIC_CONTROLS, RawInput, is_note, note_bytes
-from improv.midi.ports import parse
+from improv.midi.ports import MidiSystem, parse
 from improv.midi.recording import SessionRecorder
 
 log = logging.getLogger("improv")
@@ -87,9 +86,9 @@ class Backlog:
 
 
 class Daemon:
-    def __init__(self, config: Config, model, backend: str, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, config: Config, model, midi_system: MidiSystem, clock: Callable[[], float] = time.monotonic,
                  config_source: str = "built-in defaults"):
-        self.config, self.model, self.backend, self.clock = config, model, backend, clock
+        self.config, self.model, self.midi_system, self.clock = config, model, midi_system, clock
         self.config_source = config_source
         self.queue: queue.SimpleQueue = queue.SimpleQueue()  # the callback's side: put never blocks
         self.backlog = Backlog()
@@ -101,9 +100,9 @@ class Daemon:
         # The recording folder is checked before any port opens: a bad one stops the start cleanly.
         self.recorder = (SessionRecorder(config.recording.folder, config.recording.flush_s, self.start_s,
                                          midi.output_channel - 1) if config.recording.enabled else None)
-        self.output = open_output(backend, midi.client_name, midi.output, clock)
+        self.output = midi_system.open_output(midi.client_name, midi.output, clock)
         try:
-            self.input = open_input(backend, midi.client_name, midi.input, self.queue.put, clock)
+            self.input = midi_system.open_input(midi.client_name, midi.input, self.queue.put, clock)
         except BaseException:
             self.output.close()
             raise
@@ -123,7 +122,7 @@ class Daemon:
             self.recorder.start()
         self._thread.start()
         log.info("listening on %s, playing on %s (%s, %s mode); model %s; config %s; %s", self.input.name,
-                 self.output.name, self.backend, self.config.engine.mode, getattr(self.model, "path", "?"),
+                 self.output.name, self.midi_system.name, self.config.engine.mode, getattr(self.model, "path", "?"),
                  self.config_source,
                  f"recording to {self.recorder.path}" if self.recorder is not None else "not recording")
         return self
@@ -271,13 +270,13 @@ class Daemon:
             self.output = self.guard.port = None
         if self.input is None:
             try:
-                self.input = open_input(self.backend, midi.client_name, midi.input, self.queue.put, self.clock)
+                self.input = self.midi_system.open_input(midi.client_name, midi.input, self.queue.put, self.clock)
                 log.info("input port %s is back: listening again", self.input.name)
             except PortError:
                 pass
         if self.output is None:
             try:
-                self.output = self.guard.port = open_output(self.backend, midi.client_name, midi.output, self.clock)
+                self.output = self.guard.port = self.midi_system.open_output(midi.client_name, midi.output, self.clock)
                 log.info("output port %s is back: playing again", self.output.name)
             except PortError:
                 pass

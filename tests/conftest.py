@@ -1,6 +1,7 @@
 """Shared fixtures: real MIDI files from music21's corpus, the shipped model, a JACK server; and a
 second run for a port test that failed while JACK was missing cycles."""
 
+import time
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,14 @@ EXPRESSIVE = DATA / "joplin_expressive_pedal.mid"  # Joplin, with velocities, ti
 # fault, not improv's. A port test that fails while the server logged xruns runs again, at most this
 # often; a failure with no xrun, or on the last run, stands. Each rerun is reported as a warning.
 XRUN_RERUNS = 2
+
+
+def wait_for(condition, timeout_s: float = 2.0) -> bool:
+    """Poll `condition` until it holds or the time is up; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return condition()
 
 
 @pytest.fixture(scope="session")

@@ -52,6 +52,21 @@ def open_output(backend: str, client_name: str, port: str | None,
     return rtmidi_backend.RtMidiOutput(backend, client_name, port)
 
 
+class Backend:
+    """A MIDI backend (`choose_backend`'s name) as the daemon's MidiSystem."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def open_input(self, client_name: str, port: str | None, enqueue: Enqueue,
+                   clock: Callable[[], float] = time.monotonic) -> InputPort:
+        return open_input(self.name, client_name, port, enqueue, clock)
+
+    def open_output(self, client_name: str, port: str | None,
+                    clock: Callable[[], float] = time.monotonic) -> OutputPort:
+        return open_output(self.name, client_name, port, clock)
+
+
 def list_ports(backend: str) -> tuple[list[str], list[str]]:
     """(input port names, output port names) that improv can connect to."""
     return rtmidi_backend.list_ports(backend)

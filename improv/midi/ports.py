@@ -61,6 +61,19 @@ class OutputPort(Protocol):
     def close(self) -> None: ...
 
 
+class MidiSystem(Protocol):
+    """Where ports come from: a backend (improv.midi.backend.Backend) or, in tests, memory. The daemon
+    opens its ports through it, and opens them again after one went away."""
+
+    name: str
+
+    def open_input(self, client_name: str, port: str | None, enqueue: Enqueue,
+                   clock: Callable[[], float]) -> InputPort:
+        """A virtual input named after the client (`port` None), or a connection to `port` by name."""
+
+    def open_output(self, client_name: str, port: str | None, clock: Callable[[], float]) -> OutputPort: ...
+
+
 def backend_help(backend: str) -> str:
     """What to start or install when `backend` is not available."""
     if backend.startswith("jack"):

@@ -1,0 +1,101 @@
+"""An in-memory MIDI system for driving the daemon without a MIDI server: a test plays into improv's
+inputs and reads what improv sent, and can unplug a port (or the whole server) and plug it back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from improv.errors import PortError
+from improv.midi.messages import RawInput
+
+
+class MemoryInput:
+    def __init__(self, system: "MemoryMidi", name: str, wanted: str | None, enqueue, clock):
+        self.system, self.name, self.wanted, self.enqueue, self.clock = system, name, wanted, enqueue, clock
+        self.closed = False
+
+    def still_connected(self) -> bool:
+        return self.wanted is None or self.wanted in self.system.present
+
+    def server_gone(self) -> bool:
+        return self.system.gone
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class MemoryOutput:
+    handover_s = 0.0
+
+    def __init__(self, system: "MemoryMidi", name: str, wanted: str | None):
+        self.system, self.name, self.wanted = system, name, wanted
+        self.closed = False
+
+    def send(self, data: list[int], due_s: float | None = None) -> None:
+        if self.closed or self.system.gone or not self.still_connected():
+            raise PortError(f"cannot send to {self.name}: it went away")
+        with self.system.lock:
+            self.system.sent.append((self.system.clock(), list(data)))
+
+    def still_connected(self) -> bool:
+        return self.wanted is None or self.wanted in self.system.present
+
+    def server_gone(self) -> bool:
+        return self.system.gone
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class MemoryMidi:
+    """The daemon's MidiSystem, in memory. `present` holds the names of other programs' ports that
+    improv can connect to by name; `gone` plays a server that stopped."""
+
+    name = "memory"
+
+    def __init__(self, present=("keys", "synth"), clock: Callable[[], float] = time.monotonic):
+        self.present, self.clock = set(present), clock
+        self.gone = False
+        self.inputs: list[MemoryInput] = []
+        self.outputs: list[MemoryOutput] = []
+        self.sent: list[tuple[float, list[int]]] = []
+        self.lock = threading.Lock()
+
+    def _check(self, port: str | None) -> None:
+        if self.gone:
+            raise PortError("the memory MIDI server is gone")
+        if port is not None and port not in self.present:
+            raise PortError(f"no MIDI port matches {port!r}")
+
+    def open_input(self, client_name, port, enqueue, clock) -> MemoryInput:
+        self._check(port)
+        self.inputs.append(MemoryInput(self, port or f"{client_name}:in", port, enqueue, clock))
+        return self.inputs[-1]
+
+    def open_output(self, client_name, port, clock) -> MemoryOutput:
+        self._check(port)
+        self.outputs.append(MemoryOutput(self, port or f"{client_name}:out", port))
+        return self.outputs[-1]
+
+    def play(self, *data: int) -> float:
+        """Deliver a message to every open input, as the MIDI system's callback would; returns its time."""
+        now = self.clock()
+        for port in self.inputs:
+            if not port.closed and port.still_connected() and not self.gone:
+                port.enqueue(RawInput(now, list(data)))
+        return now
+
+    def phrase(self, pitches, note_s: float = 0.05, velocity: int = 90, channel: int = 0) -> float:
+        """Play notes one after another in real time; returns when the last key came up."""
+        last_up = self.clock()
+        for pitch in pitches:
+            self.play(0x90 | channel, pitch, velocity)
+            time.sleep(note_s)
+            last_up = self.play(0x80 | channel, pitch, 0)
+        return last_up
+
+    def received(self, since_s: float = float("-inf")) -> list[tuple[float, list[int]]]:
+        with self.lock:
+            return [(t, m) for t, m in self.sent if t >= since_s]

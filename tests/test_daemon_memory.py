@@ -1,0 +1,168 @@
+"""The daemon's routing, reconnection and releases, through in-memory ports: exact and fast, with no
+MIDI server. What only JACK shows (timing, a server that stops) stays in test_daemon.py and friends."""
+
+import logging
+import time
+
+import pytest
+
+from conftest import wait_for
+from improv.config import Config
+from improv.daemon import PORT_CHECK_S, Daemon
+from improv.midi.messages import CC_ALL_NOTES_OFF, CC_SUSTAIN
+from improv.tools.probe import note_ons, sounding_after
+from memory_midi import MemoryMidi
+
+PHRASE = (60, 64, 67, 72)
+
+
+def make_config(**sections) -> Config:
+    config = Config()
+    config.recording.enabled = False
+    config.engine.silence_ms, config.engine.response_ms = 100, 600
+    config.sampling.seed = 0
+    for dotted, value in sections.items():
+        section, key = dotted.split("__")
+        setattr(getattr(config, section), key, value)
+    return config.validate()
+
+
+@pytest.fixture
+def daemon_with(shipped_model):
+    started = []
+
+    def start(config: Config, midi: MemoryMidi | None = None) -> tuple[Daemon, MemoryMidi]:
+        midi = midi or MemoryMidi()
+        daemon = Daemon(config, shipped_model, midi).start()
+        started.append(daemon)
+        return daemon, midi
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+        daemon.wait()
+
+
+def answered(midi: MemoryMidi, since_s: float, timeout_s: float = 3.0) -> bool:
+    return wait_for(lambda: note_ons(midi.received(since_s)), timeout_s)
+
+
+def test_an_answer_plays_on_the_output_channel_and_stop_releases_every_note(daemon_with):
+    daemon, midi = daemon_with(make_config(midi__output_channel=3, engine__response_ms=5000,
+                                           limits__max_note_ms=4000))
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up)
+    assert wait_for(lambda: sounding_after(midi.received()))  # stopped while a note of improv's sounds
+    daemon.stop()
+    daemon.wait()
+    sent = midi.received(last_up)
+    assert {m[0] for _, m in note_ons(sent)} == {0x92}
+    assert not sounding_after([(t, m) for t, m in sent if m[0] & 0xF0 != 0xB0]), "a note-off is missing"
+    assert [0xB2, CC_SUSTAIN, 0] in [m for _, m in sent] and [0xB2, CC_ALL_NOTES_OFF, 0] in [m for _, m in sent]
+
+
+def test_pass_through_echoes_the_listened_channels_only(daemon_with):
+    daemon, midi = daemon_with(make_config(midi__input_channels=[1], midi__pass_through=True,
+                                           engine__enabled=False))
+    start = midi.play(0x90, 62, 70)
+    midi.play(0x91, 63, 70)  # channel 2: not listened to
+    midi.play(0x80, 62, 0)
+    assert wait_for(lambda: len(midi.received(start)) >= 2)
+    time.sleep(0.2)
+    assert [m for _, m in midi.received(start)] == [[0x90, 62, 70], [0x80, 62, 0]]
+    assert daemon.engine.notes_in == 1
+
+
+def test_a_phrase_on_an_unlistened_channel_is_not_answered(daemon_with):
+    daemon, midi = daemon_with(make_config(midi__input_channels=[1]))
+    last_up = midi.phrase(PHRASE, channel=1)
+    assert not answered(midi, last_up, timeout_s=1.0)
+    last_up = midi.phrase(PHRASE, channel=0)
+    assert answered(midi, last_up)
+
+
+def test_a_panic_releases_improvs_notes_and_ends_the_answer(daemon_with):
+    daemon, midi = daemon_with(make_config(engine__response_ms=5000))
+    last_up = midi.phrase(PHRASE)
+    assert wait_for(lambda: sounding_after(midi.received(last_up)), 3.0), "no note of improv's sounded"
+    panic = midi.play(0xB0, CC_ALL_NOTES_OFF, 0)
+    assert wait_for(lambda: [0xB0, CC_ALL_NOTES_OFF, 0] in [m for _, m in midi.received(panic)])
+    time.sleep(0.5)
+    after = midi.received(panic)
+    assert not note_ons(after), "improv played on after a panic"
+    notes_only = [(t, m) for t, m in midi.received(last_up) if m[0] & 0xF0 != 0xB0]
+    assert not sounding_after(notes_only), "a note was left without its note-off"
+
+
+def test_a_mapped_cc_changes_its_setting_and_a_mode_switch_releases(daemon_with):
+    daemon, midi = daemon_with(make_config())
+    midi.play(0xB0, 21, 0)
+    assert wait_for(lambda: daemon.config.sampling.temperature == 0.1)
+    midi.play(0xB0, 23, 127)
+    assert wait_for(lambda: daemon.config.engine.mode == "continuous")
+    start = midi.play(0x90, 60, 80)
+    assert answered(midi, start), "continuous mode did not play along"
+
+
+def test_malformed_messages_are_counted_and_skipped(daemon_with):
+    daemon, midi = daemon_with(make_config())
+    midi.play(0x90, 60)  # a note-on cut short
+    midi.play(0xF7)  # an end of sysex alone
+    assert wait_for(lambda: daemon.counts["malformed"] == 2)
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up)
+
+
+def test_a_lost_input_is_released_and_reconnected_when_it_returns(daemon_with, caplog):
+    caplog.set_level(logging.INFO, logger="improv")
+    daemon, midi = daemon_with(make_config(midi__input="keys", midi__pass_through=True,
+                                           engine__enabled=False))
+    midi.play(0x90, 60, 90)  # a passed-through note sounds...
+    assert wait_for(lambda: sounding_after(midi.received()) == {60})
+    midi.present.discard("keys")  # ...when the keyboard is unplugged
+    assert wait_for(lambda: not sounding_after(midi.received()), 2 * PORT_CHECK_S + 1), \
+        "the passed-through note was not released"
+    assert daemon.input is None
+    midi.present.add("keys")
+    assert wait_for(lambda: daemon.input is not None, 2 * PORT_CHECK_S + 1)
+    start = midi.play(0x90, 61, 90)
+    assert wait_for(lambda: note_ons(midi.received(start)))
+    assert "went away" in caplog.text and "is back" in caplog.text
+
+
+def test_a_lost_output_is_forgotten_and_reopened(daemon_with):
+    daemon, midi = daemon_with(make_config(midi__output="synth"))
+    first = daemon.output
+    midi.present.discard("synth")
+    assert wait_for(lambda: daemon.output is None, 2 * PORT_CHECK_S + 1)
+    assert first.closed
+    midi.present.add("synth")
+    assert wait_for(lambda: daemon.output is not None, 2 * PORT_CHECK_S + 1)
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up), "no answer on the reopened output"
+
+
+def test_a_server_that_goes_closes_both_ports_and_they_reopen(daemon_with):
+    daemon, midi = daemon_with(make_config())
+    ports = (daemon.input, daemon.output)
+    midi.gone = True
+    assert wait_for(lambda: daemon.input is None and daemon.output is None, 2 * PORT_CHECK_S + 1)
+    assert all(port.closed for port in ports)
+    midi.gone = False
+    assert wait_for(lambda: daemon.input is not None and daemon.output is not None, 2 * PORT_CHECK_S + 1)
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up)
+
+
+def test_an_engine_error_releases_improvs_notes_and_listening_goes_on(daemon_with, monkeypatch):
+    monkeypatch.setenv("IMPROV_INJECT_FAULT", "engine")
+    daemon, midi = daemon_with(make_config(engine__response_ms=5000))
+    last_up = midi.phrase(PHRASE)
+    assert wait_for(lambda: sounding_after(midi.received(last_up)), 3.0)
+    midi.play(0x90, 50, 90)  # the injected fault fires on a player's note during an answer
+    midi.play(0x80, 50, 0)
+    assert wait_for(lambda: daemon.counts["engine_errors"] == 1)
+    notes_only = lambda: [(t, m) for t, m in midi.received(last_up) if m[0] & 0xF0 != 0xB0]  # noqa: E731
+    assert wait_for(lambda: not sounding_after(notes_only())), "a note was left without its note-off"
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up), "improv stopped listening after the engine error"
