@@ -26,7 +26,7 @@ import numpy as np
 
 from improv.events import Note, Vocabulary, encode_notes
 from improv.errors import MidiFileError
-from improv.midifile import MIDI_SUFFIXES
+from improv.midi.files import MIDI_SUFFIXES
 
 SPLITS = ("train", "validation", "test")
 HELD_OUT_PERCENT = 5  # each of validation and test, by piece
@@ -72,7 +72,7 @@ def parse_score(path: str) -> np.ndarray:
 
 def parse_midi(path: str) -> np.ndarray:
     """A MIDI file as the model hears it (pedal applied, channels merged, drums dropped)."""
-    from improv.midifile import read_notes
+    from improv.midi.files import read_notes
 
     notes = read_notes(Vocabulary(), path)
     return _note_array([(n.pitch, n.onset_s, n.offset_s, n.velocity) for n in notes])
