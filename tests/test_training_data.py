@@ -1,4 +1,4 @@
-"""training.data on real MIDI files: folders, the MAESTRO layout, failures counted, augmentation."""
+"""training.data on real MIDI files: folders, the MAESTRO layout, failures counted, splits by content, augmentation."""
 
 import shutil
 
@@ -67,3 +67,53 @@ def test_augmentation_stays_playable_and_windows_begin_like_a_live_context(midi_
     sampler = data.WindowSampler(dataset, "train", vocab, 64, data.Augment(), seed=1)
     batch = sampler.batch(4)
     assert batch.shape == (4, 65) and (batch[:, 0] == vocab.special("START")).all()
+
+
+def test_copies_of_a_piece_under_other_names_share_a_split_and_are_counted(tmp_path):
+    root = tmp_path / "mine"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(CHORALE, root / "a.mid")
+    shutil.copy(EXPRESSIVE, root / "b.mid")
+    # A name whose path hash puts the copy in another split than the original: the old split by path
+    # would have put the two copies apart.
+    name = next(f"sub/copy{i}.mid" for i in range(1000)
+                if data.split_of(f"mine/sub/copy{i}.mid") != data.split_of("mine/a.mid"))
+    shutil.copy(CHORALE, root / name)
+    dataset = data.build_dataset(data.midi_folder_paths(str(root)), str(tmp_path / "cache"), workers=1,
+                                 progress=lambda _: None)
+    split = dict(zip(dataset.piece_ids, dataset.splits))
+    assert split[f"mine/{name}"] == split["mine/a.mid"] == data.split_of("mine/a.mid")  # the first copy's
+    summary = dataset.summary()
+    assert summary["duplicates"] == 1 and "duplicates_in_another_split" not in summary
+    assert data.duplicates_note(summary).startswith("1 duplicate piece found")
+    # A dataset split by path before (copies apart) says so rather than claiming they share a split.
+    dataset.splits[dataset.piece_ids.index(f"mine/{name}")] = data.split_of(f"mine/{name}")
+    assert dataset.summary()["duplicates_in_another_split"] == 1
+
+
+def test_a_corpus_without_copies_splits_exactly_as_the_path_hash():
+    ids = [f"music21/bach/bwv{i}.mxl" for i in range(2000)]
+    keys = [f"content {i}" for i in range(2000)]
+    assert data.split_by_content(ids, keys, {}) == [data.split_of(i) for i in ids]
+    # Copies: every member gets the split of the first by piece id, whatever order they come in.
+    grouped = data.split_by_content(ids[::-1], ["same"] * 2000, {})
+    assert set(grouped) == {data.split_of(min(ids))}
+
+
+def test_a_maestro_split_names_the_split_of_all_copies():
+    ids = ["maestro/2004/b.midi", "maestro/2004/a.midi", "other/c.mid"]
+    splits = data.split_by_content(ids, ["k", "k", "k"], {"maestro/2004/b.midi": "test"})
+    assert splits == ["test", "test", "test"]
+
+
+def test_library_errors_are_exceptions_and_commands_say_them_in_one_line(tmp_path, capsys):
+    from training.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="not a folder"):
+        data.midi_folder_paths(str(tmp_path / "missing"))
+    dataset = data.Dataset(np.zeros((4, 4), np.float32), np.array([0, 4]), ["x/a.mid"], ["test"])
+    with pytest.raises(TrainingError, match="the train split has no pieces"):  # SystemExit would escape this
+        data.WindowSampler(dataset, "train", Vocabulary(), 16, None, seed=0)
+    assert data.main(["--midi", str(tmp_path / "missing"), "--cache", str(tmp_path / "cache")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a folder" in err and err.count("\n") == 1

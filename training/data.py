@@ -1,4 +1,4 @@
-"""Corpora to cached note arrays, a deterministic split by piece, and augmented token windows.
+"""Corpora to cached note arrays, a deterministic split by piece (copies share one), and augmented token windows.
 
 Sources: music21's bundled corpus (collections by composer name), any folder of MIDI files, and a
 MAESTRO-layout folder (its CSV's split column). Each piece is parsed once and cached as a note array
@@ -27,6 +27,7 @@ import numpy as np
 from improv.events import Note, Vocabulary, encode_notes
 from improv.errors import MidiFileError
 from improv.midi.files import MIDI_SUFFIXES
+from training.errors import TrainingError, reports_errors
 
 SPLITS = ("train", "validation", "test")
 HELD_OUT_PERCENT = 5  # each of validation and test, by piece
@@ -37,13 +38,36 @@ EVAL_AUGMENT_SEED = 20261122  # held-out sets are augmented the same way every r
 
 
 def split_of(piece_id: str) -> str:
-    """Deterministic split by piece: the same piece lands in the same split on every machine."""
+    """Deterministic split by piece path: the same path lands in the same split on every machine."""
     bucket = int(hashlib.sha1(piece_id.encode()).hexdigest()[:8], 16) % 100
     if bucket < HELD_OUT_PERCENT:
         return "validation"
     if bucket < 2 * HELD_OUT_PERCENT:
         return "test"
     return "train"
+
+
+def content_key(notes: np.ndarray) -> str:
+    """A piece's identity by what it plays: copies of one file under other names get the same key."""
+    return hashlib.sha1(np.ascontiguousarray(notes, dtype=np.float32).tobytes()).hexdigest()
+
+
+def split_by_content(piece_ids: list[str], keys: list[str], override: dict[str, str]) -> list[str]:
+    """One split per group of pieces with the same notes, so no piece is in two splits.
+
+    A group takes the split a MAESTRO CSV names for one of its members, else the split that the
+    path hash gives its first member (by piece id): a corpus without copies splits exactly as the
+    path hash alone splits it, so held-out sets stay the same as before splits went by content.
+    """
+    members: dict[str, list[str]] = {}
+    for piece_id, key in zip(piece_ids, keys):
+        members.setdefault(key, []).append(piece_id)
+    group_split = {}
+    for key, ids in members.items():
+        ids = sorted(ids)
+        named = [override[i] for i in ids if i in override]
+        group_split[key] = named[0] if named else split_of(ids[0])
+    return [group_split[key] for key in keys]
 
 
 # -- parsing, one piece at a time (worker processes) ------------------------------------------
@@ -115,7 +139,7 @@ def music21_paths(collections: list[str]) -> list[tuple[str, str, str]]:
     for name in collections:
         paths = corpus.getComposer(name) or corpus.getComposer(name.lower())
         if not paths:
-            raise SystemExit(f"music21 has no collection named {name!r}; try bach, palestrina, beethoven, mozart, haydn")
+            raise TrainingError(f"music21 has no collection named {name!r}; try bach, palestrina, beethoven, mozart, haydn")
         for path in sorted(str(p) for p in paths):
             if path.endswith(".rntxt"):  # roman-numeral analyses: no notes to hear
                 continue
@@ -127,7 +151,7 @@ def music21_paths(collections: list[str]) -> list[tuple[str, str, str]]:
 def midi_folder_paths(folder: str) -> list[tuple[str, str, str]]:
     root = Path(folder)
     if not root.is_dir():
-        raise SystemExit(f"{folder} is not a folder; give a folder that holds .mid or .midi files")
+        raise TrainingError(f"{folder} is not a folder; give a folder that holds .mid or .midi files")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
     return [(f"{root.name}/{p.relative_to(root)}", "midi", str(p)) for p in files]
 
@@ -137,7 +161,7 @@ def maestro_paths(folder: str) -> tuple[list[tuple[str, str, str]], dict[str, st
     root = Path(folder)
     csvs = sorted(root.glob("maestro-v*.csv")) or sorted(root.glob("*.csv"))
     if not csvs:
-        raise SystemExit(f"{folder} has no maestro-v*.csv; give the folder MAESTRO unpacks to")
+        raise TrainingError(f"{folder} has no maestro-v*.csv; give the folder MAESTRO unpacks to")
     jobs, splits = [], {}
     with open(csvs[-1], newline="") as handle:
         for row in csv.DictReader(handle):
@@ -175,10 +199,25 @@ class Dataset:
             return cls(data["notes"], data["starts"], [str(p) for p in data["piece_ids"]], [str(s) for s in data["splits"]],
                        json.loads(str(data["failures"])))
 
+    def content_keys(self) -> list[str]:
+        return [content_key(self.piece_notes(i)) for i in range(len(self.piece_ids))]
+
     def summary(self) -> dict:
         counts = Counter(self.splits)
         notes = {s: int(sum(self.starts[i + 1] - self.starts[i] for i in self.pieces(s))) for s in SPLITS}
-        return {"pieces": dict(counts), "notes": notes, "failed_files": len(self.failures)}
+        # Copies are counted from the notes themselves, so a dataset saved before splits went by
+        # content reports its copies too, and whether any of them sit in another split than the first.
+        first_split, duplicates, split_apart = {}, 0, 0
+        for key, split in zip(self.content_keys(), self.splits):
+            if key in first_split:
+                duplicates += 1
+                split_apart += split != first_split[key]
+            else:
+                first_split[key] = split
+        summary = {"pieces": dict(counts), "notes": notes, "failed_files": len(self.failures), "duplicates": duplicates}
+        if split_apart:
+            summary["duplicates_in_another_split"] = split_apart
+        return summary
 
 
 def build_dataset(jobs: list[tuple[str, str, str]], cache_dir: str, split_override: dict[str, str] | None = None,
@@ -199,8 +238,19 @@ def build_dataset(jobs: list[tuple[str, str, str]], cache_dir: str, split_overri
                 progress(f"parsed {done}/{len(work)} files, {len(failures)} skipped, {time.monotonic() - started:.0f} s")
     starts = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
     notes = np.concatenate(arrays) if arrays else np.zeros((0, NOTE_COLUMNS), np.float32)
-    splits = [split_override.get(pid, split_of(pid)) for pid in piece_ids]
+    splits = split_by_content(piece_ids, [content_key(a) for a in arrays], split_override)
     return Dataset(notes, starts, piece_ids, splits, failures)
+
+
+def duplicates_note(summary: dict) -> str:
+    """The summary's copies in a sentence, for the log and the model card."""
+    count = summary.get("duplicates", 0)
+    text = f"{count} duplicate piece{'s' * (count != 1)} found (the same notes as an earlier piece)"
+    apart = summary.get("duplicates_in_another_split", 0)
+    if apart:
+        return (text + f"; {apart} of them in another split than their first copy (the dataset was built "
+                       "before splits went by content: build it again)")
+    return text + "; copies share a split"
 
 
 # -- augmentation and training windows ------------------------------------------------------------
@@ -266,7 +316,8 @@ class WindowSampler:
         self.dataset, self.vocab, self.length, self.augment = dataset, vocab, length, augment
         self.pieces = dataset.pieces(split)
         if not self.pieces:
-            raise SystemExit(f"the {split} split has no pieces; add more files")
+            raise TrainingError(f"the {split} split has no pieces (the data has {len(dataset.piece_ids)} pieces: "
+                                f"{dict(Counter(dataset.splits))}); add more files")
         sizes = np.array([dataset.starts[i + 1] - dataset.starts[i] for i in self.pieces], dtype=np.float64)
         self.weights = sizes / sizes.sum()
         self.rng = np.random.default_rng(seed)
@@ -310,6 +361,7 @@ def augmented_tokens(dataset: Dataset, split: str, vocab: Vocabulary, copies: in
     return out
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--music21", nargs="*", default=[], metavar="NAME", help="music21 corpus collections")
@@ -332,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset.save(out)
     for path, reason in sorted(dataset.failures.items()):
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(json.dumps({"dataset": str(out), **dataset.summary()}))
+    summary = dataset.summary()
+    print(duplicates_note(summary))
+    print(json.dumps({"dataset": str(out), **summary}))
     return 0
 
 
