@@ -1,6 +1,6 @@
 """The windowed BiLSTM of an original project, trained on the same windows, scored on the same tokens.
 
-    python -m training.compare --config training/configs/default.yaml [--minutes 6] [--window 32]
+    python -m training.compare --config default [--minutes 6] [--window 32]
 
 It reads the last `window` events and predicts the next; it has to re-read the window for every
 note, so it cannot be stepped live. Its held-out bits per token on the validation pieces that
@@ -24,7 +24,8 @@ from torch import nn
 from improv.events import Vocabulary
 from training.data import EVAL_AUGMENT_SEED, Augment, Dataset, WindowSampler, augmented_tokens
 from training.model import WindowBiLSTM
-from training.train import TrainConfig
+from training.errors import TrainingError, reports_errors
+from training.train import CONFIG_HELP, TrainConfig, config_path
 
 LN2 = math.log(2)
 
@@ -51,14 +52,17 @@ def held_out_bits(model: WindowBiLSTM, pieces: list[np.ndarray], pad: int, batch
     return nats / count / LN2
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="training/configs/default.yaml")
+    parser.add_argument("--config", default="default", help=CONFIG_HELP + " (default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time for the BiLSTM")
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    config = TrainConfig.from_yaml(args.config)
+    path = config_path(args.config)
+    print(f"config: {path}")
+    config = TrainConfig.from_yaml(path)
     torch.set_num_threads(args.threads)
     torch.manual_seed(config.seed)
     vocab = Vocabulary()
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Dataset.load(Path(config.data))
     sampler = WindowSampler(dataset, "train", vocab, config.seq_len, Augment(**config.augment), config.seed + 1)
     validation = augmented_tokens(dataset, "validation", vocab, 1, EVAL_AUGMENT_SEED)[: config.validation_pieces]
+    if not validation:
+        raise TrainingError("no validation pieces to compare on; add more files")
     model = WindowBiLSTM(vocab.size, args.window)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     started, steps = time.monotonic(), 0

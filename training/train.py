@@ -1,6 +1,6 @@
 """Train the stateful event LSTM: one readable loop, settings from a YAML file.
 
-    python -m training.train --config training/configs/default.yaml [--resume]
+    python -m training.train --config default [--resume]     # or --config tiny, or --config my.yaml
 
 A checkpoint (`last.pt`, and `best.pt` on the best validation loss) is written each epoch and
 carries its own settings, so export and resume need nothing else. An "epoch" is `epoch_tokens`
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,9 +25,29 @@ from torch import nn
 
 from improv.events import Vocabulary
 from training.data import EVAL_AUGMENT_SEED, Augment, Dataset, WindowSampler, augmented_tokens
+from training.errors import TrainingError, reports_errors
 from training.model import EventLSTM, ModelConfig, count_parameters
 
 LN2 = math.log(2)
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: found wherever training is installed
+CONFIG_HELP = ("training settings: a packaged config by name, `default` (the shipped model's settings, up to 110 "
+               "minutes) or `tiny` (a 2 x 64 LSTM, 3 short epochs: seconds of training, to check the data and the "
+               "whole path before a long run), or a path to a YAML file")
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_path(name_or_path: str) -> Path:
+    """A YAML file that exists, else a packaged config by name ("default", "tiny")."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if name_or_path in packaged_configs():
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    raise TrainingError(f"no config {name_or_path!r}: not a YAML file and not a packaged config "
+                        f"(packaged: {', '.join(packaged_configs())})")
 
 
 @dataclass
@@ -50,12 +72,17 @@ class TrainConfig:
     validation_pieces: int | None = None  # cap for a quick run
 
     @classmethod
-    def from_yaml(cls, path: str) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
         with open(path) as handle:
-            raw = yaml.safe_load(handle) or {}
+            try:
+                raw = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as err:
+                raise TrainingError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+        if not isinstance(raw, dict):
+            raise TrainingError(f"{path}: expected settings (name: value lines), found a {type(raw).__name__}")
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
-            raise SystemExit(f"{path}: unknown setting(s) {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+            raise TrainingError(f"{path}: unknown setting(s) {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
         return cls(**raw)
 
 
@@ -94,6 +121,37 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def run_eta_s(config: TrainConfig, steps_per_epoch: int, step: int, elapsed_s: float, step_s: float) -> float:
+    """Seconds until the run ends at the pace so far (step_s per step, validation included).
+
+    The run ends after `epochs`, or with max_minutes after the first epoch that ends past it.
+    """
+    epoch_s = step_s * steps_per_epoch
+    done = step / steps_per_epoch  # epochs, fractional
+    end = config.epochs
+    if config.max_minutes is not None and epoch_s > 0:
+        past_limit = math.floor(done + (config.max_minutes * 60 - elapsed_s) / epoch_s) + 1
+        end = min(end, max(past_limit, math.floor(done) + 1))  # the epoch under way always finishes
+    return max(0.0, (end - done) * epoch_s)
+
+
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def machine_description() -> str:
+    """Where a run happened, for the model card: OS, CPU model and count, torch and its threads."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:  # Linux names the CPU model here; platform does not
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{platform.system()} {platform.machine()} ({cpu}, {os.cpu_count()} logical CPUs), "
+            f"torch {torch.__version__} on {torch.get_num_threads()} threads")
+
+
 def progress_bar(total: int, description: str):
     try:
         from tqdm import tqdm
@@ -116,6 +174,9 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab = Vocabulary()
+    if not Path(config.data).is_file():
+        raise TrainingError(f"no dataset at {config.data} (the config's `data`): make one with "
+                            "python -m training.data, or let python -m training.pipeline do all the steps")
     dataset = Dataset.load(Path(config.data))
     model_config = ModelConfig(vocab_size=vocab.size, **config.model)
     model = EventLSTM(model_config)
@@ -124,11 +185,15 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
     sampler = WindowSampler(dataset, "train", vocab, config.seq_len, augment, config.seed)
     # Player-like validation: the held-out pieces augmented once, identically every epoch and run.
     validation = augmented_tokens(dataset, "validation", vocab, 1, EVAL_AUGMENT_SEED)[: config.validation_pieces]
+    if not validation:
+        log(f"no validation pieces: the data has {len(dataset.piece_ids)} pieces and the split (about 1 piece in 20 "
+            "goes to validation) gave none to it; validation loss is not measured and best.pt is the last epoch - "
+            "add more files")
     pad = vocab.special("PAD")
     loss_fn = nn.CrossEntropyLoss(weight=class_weight_vector(vocab, config.class_weights), ignore_index=pad)
     steps_per_epoch = max(1, config.epoch_tokens // (config.batch_size * config.seq_len))
     total_steps = steps_per_epoch * config.epochs
-    state = {"step": 0, "epoch": 0, "history": [], "best_bits": float("inf"), "elapsed_s": 0.0}
+    state = {"step": 0, "epoch": 0, "history": [], "best_bits": float("inf"), "elapsed_s": 0.0, "machines": []}
 
     last = out_dir / "last.pt"
     if resume and last.exists():
@@ -139,10 +204,14 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
         torch.set_rng_state(checkpoint["torch_rng"])
         state = checkpoint["state"]
         log(f"resumed from {last} at epoch {state['epoch']}, step {state['step']}")
+    machine = machine_description()
+    if machine not in state.setdefault("machines", []):  # a run resumed elsewhere names both machines
+        state["machines"].append(machine)
     log(f"model {count_parameters(model):,} parameters; {steps_per_epoch} steps an epoch, {config.epochs} epochs; "
         f"data {dataset.summary()}")
     writer = tensorboard_writer(out_dir)
     started = time.monotonic() - state["elapsed_s"]
+    session_started, session_step = time.monotonic(), state["step"]  # the pace for the run's ETA
     model.train()
     while state["epoch"] < config.epochs:
         bar = progress_bar(steps_per_epoch, f"epoch {state['epoch'] + 1}/{config.epochs}")
@@ -165,31 +234,39 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
             running = bits if running is None else 0.98 * running + 0.02 * bits
             tokens_per_s = epoch_tokens / max(time.monotonic() - epoch_start, 1e-9)
             if bar is not None:
-                bar.set_postfix(bits=f"{running:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                step_s = (time.monotonic() - session_started) / (state["step"] - session_step)
+                eta = run_eta_s(config, steps_per_epoch, state["step"], time.monotonic() - started, step_s)
+                bar.set_postfix(bits=f"{running:.3f}", tok_s=f"{tokens_per_s:,.0f}", run_eta=clock(eta), refresh=False)
                 bar.update()
             if writer is not None:
                 writer.add_scalar("train/bits_per_token", bits, state["step"])
         if bar is not None:
             bar.close()
         state["epoch"] += 1
-        val_bits, val_tokens = held_out_bits(model, validation, pad)
+        val_bits, val_tokens = held_out_bits(model, validation, pad) if validation else (None, 0)
         state["elapsed_s"] = time.monotonic() - started
         record = {"epoch": state["epoch"], "step": state["step"], "train_bits": running,
                   "validation_bits": val_bits, "tokens_per_s": tokens_per_s, "elapsed_s": state["elapsed_s"]}
         state["history"].append(record)
-        log(f"epoch {state['epoch']}: train {running:.3f} bits/token, validation {val_bits:.3f} bits/token "
-            f"over {val_tokens} tokens, {tokens_per_s:,.0f} tokens/s, {state['elapsed_s'] / 60:.1f} min")
-        if writer is not None:
+        stopping = config.max_minutes is not None and state["elapsed_s"] > config.max_minutes * 60
+        step_s = (time.monotonic() - session_started) / (state["step"] - session_step)
+        eta = 0.0 if stopping else run_eta_s(config, steps_per_epoch, state["step"], state["elapsed_s"], step_s)
+        validation_text = (f"validation {val_bits:.3f} bits/token over {val_tokens} tokens" if val_bits is not None
+                           else "no validation pieces")
+        log(f"epoch {state['epoch']}/{config.epochs}: train {running:.3f} bits/token, {validation_text}, "
+            f"{tokens_per_s:,.0f} tokens/s, {clock(state['elapsed_s'])} elapsed, run ETA {clock(eta)}")
+        if writer is not None and val_bits is not None:
             writer.add_scalar("validation/bits_per_token", val_bits, state["step"])
         checkpoint = {"model": model.state_dict(), "model_config": model_config.to_dict(),
                       "train_config": asdict(config), "vocab": vocab.to_json(), "optimizer": optimizer.state_dict(),
                       "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                       "state": state, "data_summary": dataset.summary()}
         _save(checkpoint, last)
-        if val_bits < state["best_bits"]:
-            state["best_bits"] = val_bits
+        if val_bits is None or val_bits < state["best_bits"]:  # no validation pieces: the latest is best
+            if val_bits is not None:
+                state["best_bits"] = val_bits
             _save(checkpoint, out_dir / "best.pt")
-        if config.max_minutes is not None and state["elapsed_s"] > config.max_minutes * 60:
+        if stopping:
             log(f"stopping: max_minutes={config.max_minutes} reached")
             break
     if writer is not None:
@@ -203,12 +280,15 @@ def _save(checkpoint: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the improv event LSTM.")
-    parser.add_argument("--config", required=True, help="YAML settings (see training/configs/)")
+    parser.add_argument("--config", required=True, help=CONFIG_HELP)
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     args = parser.parse_args(argv)
-    best = train(TrainConfig.from_yaml(args.config), resume=args.resume)
+    path = config_path(args.config)
+    print(f"config: {path}")
+    best = train(TrainConfig.from_yaml(path), resume=args.resume)
     print(f"best checkpoint: {best}")
     return 0
 
