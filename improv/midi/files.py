@@ -1,11 +1,19 @@
-"""MIDI files in and out (mido), as timed messages and notes for the pure codec."""
+"""MIDI files in and out, as timed messages and notes for the pure codec.
+
+Files are read through mido. Files improv writes (`improv generate`'s output and the session
+recording) are encoded here by one small encoder, TrackWriter: a type-1 file at 480 ticks a beat and
+120 bpm, so a tick is 1/960 s, a track name, the tempo on the first track, note-ons and note-offs
+with running status, and the end of track.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import struct
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Union
 
 import mido
 
@@ -15,6 +23,12 @@ from improv.events import DRUM_CHANNEL, Encoder, Note, NoteEvent, Vocabulary, de
 MIDI_SUFFIXES = (".mid", ".midi")
 TICKS_PER_BEAT = 480
 FILE_TEMPO = 500_000  # us per beat (120 bpm): files improv writes count seconds, not bars
+TICKS_PER_S = TICKS_PER_BEAT * 1_000_000 / FILE_TEMPO  # 960.0
+END_OF_TRACK = b"\x00\xff\x2f\x00"  # delta 0, meta 0x2F, length 0
+META_TRACK_NAME, META_TEMPO = 0x03, 0x51
+NOTE_OFF_STATUS, NOTE_ON_STATUS = 0x80, 0x90
+
+Bytes = Union[bytes, bytearray, memoryview]
 
 
 def read_messages(path: str | os.PathLike) -> list[tuple[float, mido.Message]]:
@@ -61,37 +75,130 @@ def read_notes(vocab: Vocabulary, path: str | os.PathLike) -> list[Note]:
     return decode_tokens(vocab, encode_file(vocab, path))
 
 
-def write_tracks(path: str | os.PathLike, tracks: Sequence[tuple[str, Sequence[NoteEvent]]], channels: Sequence[int] | None = None) -> None:
-    """Write named tracks of timed note events as a type-1 file; replaces `path` atomically."""
-    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
-    for index, (name, events) in enumerate(tracks):
-        channel = channels[index] if channels else index
-        track = mido.MidiTrack()
-        track.append(mido.MetaMessage("track_name", name=name, time=0))
-        if index == 0:
-            track.append(mido.MetaMessage("set_tempo", tempo=FILE_TEMPO, time=0))
-        last_tick = 0
-        for event in sorted(events, key=lambda e: (e.time_s, e.velocity > 0)):
-            tick = max(last_tick, round(mido.second2tick(max(event.time_s, 0.0), TICKS_PER_BEAT, FILE_TEMPO)))
-            kind = "note_on" if event.velocity > 0 else "note_off"
-            track.append(mido.Message(kind, note=event.pitch, velocity=event.velocity, channel=channel, time=tick - last_tick))
-            last_tick = tick
-        track.append(mido.MetaMessage("end_of_track", time=0))
-        midi.tracks.append(track)
-    path = check_output_path(path)
+def varlen(value: int) -> bytes:
+    """A MIDI variable-length quantity: 7 bits a byte, most significant first, the high bit on all but the last."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def file_header(tracks: int) -> bytes:
+    """The MThd chunk of a type-1 file of `tracks` tracks at TICKS_PER_BEAT."""
+    return b"MThd" + struct.pack(">IHHH", 6, 1, tracks, TICKS_PER_BEAT)
+
+
+def track_header(body_bytes: int) -> bytes:
+    """The MTrk chunk's header for a track whose events take `body_bytes`, END_OF_TRACK not counted."""
+    return b"MTrk" + struct.pack(">I", body_bytes + len(END_OF_TRACK))
+
+
+class TrackWriter:
+    """One track's events, encoded as they come: a track name, the tempo if asked, then notes at
+    times in seconds (ticks never go back: an event earlier than the last one is written at the
+    same tick). Notes use running status. `body` holds the bytes encoded so far; `take()` hands
+    them over and goes on with a fresh buffer (the times and the running status carry on), so a
+    writer can encode a track a piece at a time. A note is a few bytearray appends: cheap enough
+    for a real-time thread."""
+
+    __slots__ = ("body", "channel", "last_tick", "_status")
+
+    def __init__(self, name: str, channel: int = 0, tempo: bool = False):
+        self.body = bytearray()
+        self.channel = channel & 0x0F
+        self.last_tick = 0
+        self._status = -1  # the running status: none yet
+        self.meta(META_TRACK_NAME, name.encode("latin-1", errors="replace"))  # mido reads names as latin-1
+        if tempo:
+            self.meta(META_TEMPO, FILE_TEMPO.to_bytes(3, "big"))
+
+    def meta(self, kind: int, data: bytes) -> None:
+        """A meta event at the current tick (it ends the running status)."""
+        self.body += b"\x00\xff" + bytes((kind,)) + varlen(len(data)) + data
+        self._status = -1
+
+    def note(self, time_s: float, pitch: int, velocity: int) -> None:
+        """A note-on (velocity > 0) or a note-off (velocity 0) at `time_s` seconds from the track's start."""
+        tick = round(time_s * TICKS_PER_S) if time_s > 0 else 0
+        delta = tick - self.last_tick
+        if delta > 0:
+            self.last_tick = tick
+        else:
+            delta = 0
+        status = (NOTE_ON_STATUS if velocity > 0 else NOTE_OFF_STATUS) | self.channel
+        body = self.body
+        if delta < 0x80:
+            body.append(delta)
+        else:
+            body += varlen(delta)
+        if status != self._status:
+            body.append(status)
+            self._status = status
+        body.append(pitch & 0x7F)
+        body.append(min(velocity, 0x7F) if velocity > 0 else 0)
+
+    def take(self) -> bytearray:
+        """The bytes encoded since the last take; the writer goes on into a new buffer."""
+        body, self.body = self.body, bytearray()
+        return body
+
+    def chunk(self) -> bytes:
+        """The whole track as an MTrk chunk, for a writer whose bytes were never taken."""
+        return track_header(len(self.body)) + bytes(self.body) + END_OF_TRACK
+
+
+def encode_track(name: str, events: Iterable[NoteEvent], channel: int = 0, tempo: bool = False) -> bytes:
+    """A track's MTrk chunk: its name, the tempo if asked, the events in time order (at one time,
+    note-offs before note-ons), the end of track."""
+    writer = TrackWriter(name, channel, tempo)
+    for event in sorted(events, key=lambda e: (e.time_s, e.velocity > 0)):
+        writer.note(event.time_s, event.pitch, event.velocity)
+    return writer.chunk()
+
+
+def replace_file(path: Path, parts: Iterable[Bytes]) -> None:
+    """Write `parts` one after the other to a temporary file beside `path`, then rename it over `path`:
+    a reader (or a crash) sees the old file or the new one, never half of one. The file gets the
+    mode a new file gets (the umask applies). MidiFileError, naming the path, when it cannot be
+    written; no temporary file is left behind then."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _temporary_beside(path)
     except OSError as err:
         raise MidiFileError(f"cannot write {path}: {err.strerror or err}") from err
     try:
         with os.fdopen(fd, "wb") as handle:
-            midi.save(file=handle)
+            for part in parts:
+                handle.write(part)
         os.replace(tmp, path)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(err, OSError):
             raise MidiFileError(f"cannot write {path}: {err.strerror or err}") from err
         raise
+
+
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new file `.NAME.<random>.tmp` in `path`'s folder, open for writing (mode 0666 less the umask,
+    unlike tempfile.mkstemp's 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
+
+
+def write_tracks(path: str | os.PathLike, tracks: Sequence[tuple[str, Sequence[NoteEvent]]], channels: Sequence[int] | None = None) -> None:
+    """Write named tracks of timed note events as a type-1 file, the tempo on the first; the
+    events' channel is `channels[i]` for track i (default: i). Replaces `path` atomically."""
+    path = check_output_path(path)
+    chunks = [encode_track(name, events, channels[index] if channels else index, tempo=index == 0)
+              for index, (name, events) in enumerate(tracks)]
+    replace_file(path, [file_header(len(chunks)), *chunks])
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
