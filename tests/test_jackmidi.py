@@ -1,7 +1,11 @@
 """improv's own JACK client (improv/midi/jack.py and its native callback), through a real JACK server."""
 
+import importlib.machinery
+import logging
+import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +14,13 @@ from improv.midi.backend import open_input, open_output, virtual_port_names
 from improv.midi.jack import JackInputPort, JackOutputPort
 from improv.tools.probe import ProbeClient
 
+C_SOURCE = Path(jackmidi.__file__).with_name("_jackmidi.c")
+BUILT = [path for path in (C_SOURCE.with_name(f"_jackmidi{suffix}")
+                           for suffix in importlib.machinery.EXTENSION_SUFFIXES) if path.exists()]
+# Skipped only where the library was not built (or libjack is missing): a build jack.py refuses fails.
 pytestmark = [pytest.mark.jack,
-              pytest.mark.skipif(not jackmidi.available(), reason="the native JACK client was not built")]
+              pytest.mark.skipif(not BUILT or jackmidi.libjack() is None,
+                                 reason="the native JACK client was not built")]
 SLACK_S = 0.001  # the clock mapping is read to microseconds; this is generous
 
 
@@ -27,6 +36,38 @@ def wait_for(condition, timeout_s: float = 2.0) -> bool:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.002)
     return condition()
+
+
+def test_the_loaded_library_is_built_from_this_source_at_the_version_and_sizes_jack_py_uses():
+    # A build older than its source (the C file changed, pip install -e . not run again), or a
+    # jack.py not updated with the C file, fails here instead of misreading memory on JACK's thread.
+    source = C_SOURCE.read_text()
+    defined = {name: int(value) for name, value in re.findall(r"^#define (IJM_\w+) (\d+)", source, re.M)}
+    loaded = jackmidi._load()
+    assert loaded is not None, f"jack.py refused {BUILT[0].name}: {jackmidi.REBUILD_HINT}"
+    _, native, limits = loaded
+    assert native.ijm_abi_version() == defined["IJM_ABI_VERSION"] == jackmidi.ABI_VERSION
+    assert limits == jackmidi.limits() == (defined["IJM_MAX_BYTES"], defined["IJM_RING"], defined["IJM_LATE"])
+    counters = re.search(r"enum \{ (IJM_CYCLES,[^}]*) \};", source).group(1).split(", ")
+    assert counters[-1] == "IJM_COUNTERS"
+    assert jackmidi.COUNTERS == {name[len("IJM_"):].lower(): i for i, name in enumerate(counters[:-1])}
+
+
+class _OtherBuild:
+    """A native library as built from another improv: another ABI version, or none at all (built
+    before the library said its version)."""
+
+    def __init__(self, abi_version: int | None):
+        if abi_version is not None:
+            self.ijm_abi_version = lambda: abi_version
+
+
+@pytest.mark.parametrize("abi_version", [jackmidi.ABI_VERSION + 1, jackmidi.ABI_VERSION - 1, None])
+def test_a_library_built_for_another_version_is_refused_with_how_to_rebuild_it(abi_version, caplog):
+    with caplog.at_level(logging.WARNING, logger="improv"):
+        assert jackmidi.check_native(_OtherBuild(abi_version), "_jackmidi.so") is None
+    assert "rebuild: pip install -e ." in caplog.text
+    assert f"this improv needs {jackmidi.ABI_VERSION}" in caplog.text
 
 
 def test_input_and_output_are_one_client_named_improv(jack):

@@ -5,11 +5,12 @@ arrives (and a client cancelled while it waits for the GIL hangs the process), a
 makes the input and the output two JACK clients, each woken every period. Here one client is woken
 per period, and its callback never blocks, allocates or locks.
 
-Contract with improv/jackmidi.py, which opens the client with libjack through ctypes and hands the
+Contract with improv/midi/jack.py, which opens the client with libjack through ctypes and hands the
 libjack functions this file calls in `ijm_api` (so it needs no JACK headers or library to build):
+- version: jack.py refuses a library whose ijm_abi_version() is not the IJM_ABI_VERSION it was
+  written for, and reads the sizes below from ijm_limits() rather than repeating them.
 - time: JACK's microsecond clock (jack_get_time) read when the callback starts. Not JACK's
-  frame-to-time estimates: on a virtual machine whose timer wakes late they were measured off by
-  several milliseconds (input stamped 6 ms late, output 15 ms late).
+  frame-to-time estimates: they go wrong by milliseconds when the machine wakes JACK late.
 - input: each message of up to IJM_MAX_BYTES bytes goes into a single-producer single-consumer
   ring, stamped with the callback's start: the moment improv could first hear it, never before it
   was sent and never later than the reader sees it (its offset in the cycle is not added: that
@@ -19,7 +20,7 @@ libjack functions this file calls in `ijm_api` (so it needs no JACK headers or l
   (0: as soon as possible), and leave in the order they were sent. A message goes out in the first
   cycle that starts at or after its due time, at the offset of its time within the period before:
   listeners never see it early, and a synth plays it with one period of latency and no jitter.
-- measurement: the start of the last cycle that wrote output (IJM_LAST_OUT_US), and the starts of
+- measurement: the start of the last cycle that wrote output (ijm_last_out_us), and the starts of
   the last IJM_LATE cycles that began over 1.5 periods after the one before (ijm_late_cycles), so
   the test and benchmark probe can time a message from the cycle that carried it, and tell what the
   machine disturbed from what the program did.
@@ -50,9 +51,13 @@ typedef struct {
     ijm_time (*get_time)(void);
 } ijm_api;
 
-#define IJM_MAX_BYTES 12
-#define IJM_RING 4096 /* a power of two */
-#define IJM_LATE 256  /* late cycles remembered (a power of two) */
+/* Change it with anything jack.py relies on: an exported function's name or signature, ijm_api's
+   fields or their order, the counters' order. (The sizes below are read through ijm_limits.) */
+#define IJM_ABI_VERSION 1
+
+#define IJM_MAX_BYTES 12 /* longest message a record holds (sysex is dropped); fills the record to 24 bytes */
+#define IJM_RING 4096    /* messages each ring holds (a power of two) */
+#define IJM_LATE 256     /* late cycles remembered (a power of two) */
 
 typedef struct {
     ijm_time time_us;
@@ -66,8 +71,8 @@ typedef struct {
     _Atomic uint64_t tail; /* next to write; written by the producer only */
 } ijm_ring;
 
-/* IJM_LAST_OUT_US is not a count: the JACK time of the last cycle that wrote output. */
-enum { IJM_CYCLES, IJM_DROPPED_IN, IJM_DROPPED_OUT, IJM_FILTERED, IJM_SERVER_GONE, IJM_LAST_OUT_US, IJM_COUNTERS };
+/* Counts only (in the order of COUNTERS in jack.py); times have their own fields. */
+enum { IJM_CYCLES, IJM_DROPPED_IN, IJM_DROPPED_OUT, IJM_FILTERED, IJM_SERVER_GONE, IJM_COUNTERS };
 
 typedef struct {
     ijm_api api;
@@ -79,6 +84,7 @@ typedef struct {
     ijm_ring in, out;
     ijm_time last_due_us; /* sender's side: due times never go backwards, so order is kept */
     _Atomic uint64_t counters[IJM_COUNTERS];
+    _Atomic ijm_time last_out_us; /* the start of the last cycle that wrote output (0: none yet) */
     /* Cycles that began more than 1.5 periods after the one before (JACK did not keep time: the
        machine woke it late, or it missed a cycle), by their start: a measurement can tell what
        the machine disturbed from what the program did. */
@@ -155,7 +161,7 @@ static void process_output(ijm_state *s, void *port, ijm_nframes nframes, ijm_ti
         if (s->api.midi_event_write(buffer, offset, record->data, record->size) != 0) break;
         earliest = offset;
         /* Before the pop: a reader that sees the ring empty (acquire on head) sees this cycle too. */
-        atomic_store_explicit(&s->counters[IJM_LAST_OUT_US], now_us, memory_order_relaxed);
+        atomic_store_explicit(&s->last_out_us, now_us, memory_order_relaxed);
         ring_pop(&s->out);
     }
 }
@@ -187,6 +193,16 @@ void ijm_shutdown(void *arg) {
         ssize_t ignored = write(s->wake_fd, "", 1);
         (void)ignored;
     }
+}
+
+uint32_t ijm_abi_version(void) {
+    return IJM_ABI_VERSION;
+}
+
+void ijm_limits(uint32_t *max_bytes, uint32_t *ring_size, uint32_t *late_cycles_kept) {
+    *max_bytes = IJM_MAX_BYTES;
+    *ring_size = IJM_RING;
+    *late_cycles_kept = IJM_LATE;
 }
 
 ijm_state *ijm_new(const ijm_api *api, void *client, int wake_fd, uint32_t sample_rate) {
@@ -263,4 +279,9 @@ uint64_t ijm_unsent(ijm_state *s) {
 uint64_t ijm_counter(ijm_state *s, int which) {
     if (which < 0 || which >= IJM_COUNTERS) return 0;
     return atomic_load_explicit(&s->counters[which], memory_order_acquire);
+}
+
+/* The JACK time at the start of the last cycle that wrote output (0: none yet). */
+ijm_time ijm_last_out_us(ijm_state *s) {
+    return atomic_load_explicit(&s->last_out_us, memory_order_acquire);
 }

@@ -22,7 +22,7 @@ import select
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from improv.errors import PortError
 from improv.midi.messages import RawInput
@@ -33,9 +33,10 @@ log = logging.getLogger("improv")
 MIDI_TYPE = b"8 bit raw midi"
 PORT_IS_INPUT, PORT_IS_OUTPUT = 0x1, 0x2
 NO_START_SERVER = 0x01
-MAX_BYTES = 12  # IJM_MAX_BYTES in _jackmidi.c
-RING_SIZE = 4096  # IJM_RING
-LATE_CYCLES_KEPT = 256  # IJM_LATE
+# The IJM_ABI_VERSION of the _jackmidi.c this file drives: a library built from another improv is
+# refused, since its functions, its ijm_api or its counters may not be the ones called here.
+ABI_VERSION = 1
+REBUILD_HINT = "rebuild: pip install -e . (or reinstall improv)"
 DRAIN_LIMIT_S = 0.5  # at close: how long unsent messages may take to leave
 READER_JOIN_S = 2.0
 # A message goes out in the first cycle at or after its due time, so it only has to be in the ring
@@ -43,8 +44,15 @@ READER_JOIN_S = 2.0
 # Well under the model's 10 ms time step, so the model's context is the same either way.
 HANDOVER_S = 0.002
 OFFSET_REFRESH_S = 1.0  # JACK's clock is CLOCK_MONOTONIC_RAW, which NTP does not slew: re-read the offset
-# "last_out_us" is JACK's time at the start of the last cycle that wrote output, not a count.
-COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3, "server_gone": 4, "last_out_us": 5}
+COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3, "server_gone": 4}  # the C enum's order
+
+
+class Limits(NamedTuple):
+    """The native library's sizes, read from it (ijm_limits) so that they are never written twice."""
+
+    max_bytes: int  # the longest message it carries (IJM_MAX_BYTES)
+    ring_size: int  # messages each of its rings holds (IJM_RING)
+    late_cycles_kept: int  # late cycle starts it remembers (IJM_LATE)
 
 
 class _Api(ctypes.Structure):
@@ -56,10 +64,11 @@ class _Api(ctypes.Structure):
 
 
 @functools.cache
-def _load() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
-    """(libjack, the native callback library), or None when either is missing."""
-    loaded = (libjack(), _load_native())
-    return None if None in loaded else loaded
+def _load() -> tuple[ctypes.CDLL, ctypes.CDLL, Limits] | None:
+    """(libjack, the native callback library, its limits), or None when either library is missing
+    or the native one was built from another improv (warned about once, here)."""
+    jack, native = libjack(), _load_native()
+    return None if jack is None or native is None else (jack, *native)
 
 
 def available() -> bool:
@@ -100,31 +109,51 @@ def libjack() -> ctypes.CDLL | None:
     return jack
 
 
-def _load_native() -> ctypes.CDLL | None:
+def _load_native() -> tuple[ctypes.CDLL, Limits] | None:
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = here / f"_jackmidi{suffix}"
         if path.exists():
-            native = ctypes.CDLL(str(path))
-            P, U32, U64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
-            for function, restype, argtypes in (
-                    ("ijm_new", P, [P, P, ctypes.c_int, U32]),
-                    ("ijm_free", None, [P]),
-                    ("ijm_set_ports", None, [P, P, P]),
-                    ("ijm_read", U32, [P, ctypes.POINTER(U64), ctypes.c_char_p]),
-                    ("ijm_send", ctypes.c_int, [P, U64, ctypes.c_char_p, U32]),
-                    ("ijm_unsent", U64, [P]),
-                    ("ijm_late_cycles", ctypes.c_uint32, [P, ctypes.POINTER(U64), U32]),
-                    ("ijm_counter", U64, [P, ctypes.c_int]),
-                    ("ijm_shutdown", None, [P])):
-                if not hasattr(native, function):  # built from an older improv: rebuild with pip install -e .
-                    log.warning("improv's native JACK client %s predates this improv (no %s); reinstall improv "
-                                "to rebuild it", path.name, function)
-                    return None
-                getattr(native, function).restype = restype
-                getattr(native, function).argtypes = argtypes
-            return native
+            return check_native(ctypes.CDLL(str(path)), path.name)
     return None
+
+
+def check_native(native, name: str) -> tuple[ctypes.CDLL, Limits] | None:
+    """`native` with the signatures improv calls, and its limits; None, with a warning, when it was
+    built for another ABI_VERSION (or before the library said its version)."""
+    abi_version = getattr(native, "ijm_abi_version", None)
+    if abi_version is not None:
+        abi_version.restype, abi_version.argtypes = ctypes.c_uint32, []
+        abi_version = abi_version()
+    if abi_version != ABI_VERSION:
+        log.warning("improv's native JACK client %s was built from another improv (ABI version %s, this improv "
+                    "needs %d); %s", name, "unknown" if abi_version is None else abi_version, ABI_VERSION,
+                    REBUILD_HINT)
+        return None
+    P, U32, U64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
+    for function, restype, argtypes in (
+            ("ijm_limits", None, [ctypes.POINTER(U32)] * 3),
+            ("ijm_new", P, [P, P, ctypes.c_int, U32]),
+            ("ijm_free", None, [P]),
+            ("ijm_set_ports", None, [P, P, P]),
+            ("ijm_read", U32, [P, ctypes.POINTER(U64), ctypes.c_char_p]),
+            ("ijm_send", ctypes.c_int, [P, U64, ctypes.c_char_p, U32]),
+            ("ijm_unsent", U64, [P]),
+            ("ijm_late_cycles", U32, [P, ctypes.POINTER(U64), U32]),
+            ("ijm_counter", U64, [P, ctypes.c_int]),
+            ("ijm_last_out_us", U64, [P]),
+            ("ijm_shutdown", None, [P])):
+        getattr(native, function).restype = restype
+        getattr(native, function).argtypes = argtypes
+    sizes = [U32() for _ in Limits._fields]
+    native.ijm_limits(*(ctypes.byref(size) for size in sizes))
+    return native, Limits(*(size.value for size in sizes))
+
+
+def limits() -> Limits | None:
+    """The sizes of the native library improv loaded, or None when it is not loaded."""
+    loaded = _load()
+    return None if loaded is None else loaded[2]
 
 
 class JackMidiClient:
@@ -161,8 +190,9 @@ class JackMidiClient:
         """A client with an input port `in_name` and an output port `out_name` (None: no such port)."""
         loaded = _load()
         if loaded is None:
-            raise PortError("improv's native JACK client is not built (reinstall improv with a C compiler)")
-        self.jack, self.native = loaded
+            raise PortError("improv's native JACK client is not built, or was built from another improv "
+                            f"({REBUILD_HINT}, with a C compiler)")
+        self.jack, self.native, self.limits = loaded
         self.requested_name, self.users, self.clock = client_name, 0, clock
         status = ctypes.c_int(0)
         with quiet_stderr():
@@ -209,7 +239,7 @@ class JackMidiClient:
         self._closed = False
 
     def offset_s(self) -> float:
-        """`clock` minus JACK's clock in seconds, read again once a second (a few microseconds)."""
+        """`clock` minus JACK's clock in seconds, read again once a second."""
         if self.clock() - self._offset_read_s > OFFSET_REFRESH_S:
             self._offset_s, self._offset_read_s = self._clock_offset_s(), self.clock()
         return self._offset_s
@@ -312,9 +342,9 @@ class JackMidiClient:
     def _drain(self, deliver) -> bool:
         """Deliver at most one ring's worth (under a flood the ring never empties and the caller
         must get on); True when the ring was emptied."""
-        time_us, data = ctypes.c_uint64(0), ctypes.create_string_buffer(MAX_BYTES)
+        time_us, data = ctypes.c_uint64(0), ctypes.create_string_buffer(self.limits.max_bytes)
         with self._read_lock:
-            for _ in range(RING_SIZE):
+            for _ in range(self.limits.ring_size):
                 if self._closed:
                     return True
                 size = self.native.ijm_read(self.state, ctypes.byref(time_us), data)
@@ -345,14 +375,15 @@ class JackMidiClient:
     def last_out_s(self) -> float | None:
         """The start of the last cycle that wrote output, on `clock` (None before any): when a synth
         in the graph plays what it carried, as input is stamped."""
-        time_us = self.counter("last_out_us")
+        time_us = self.native.ijm_last_out_us(self.state)
         return time_us / 1e6 + self.offset_s() if time_us else None
 
     def late_cycles_s(self) -> list[float]:
-        """Starts of the last cycles (up to LATE_CYCLES_KEPT) that began more than 1.5 periods after
-        the one before, newest first, on `clock`: where JACK did not keep time."""
-        starts = (ctypes.c_uint64 * LATE_CYCLES_KEPT)()
-        found = self.native.ijm_late_cycles(self.state, starts, LATE_CYCLES_KEPT)
+        """Starts of the last cycles (up to limits.late_cycles_kept) that began more than 1.5 periods
+        after the one before, newest first, on `clock`: where JACK did not keep time."""
+        kept = self.limits.late_cycles_kept
+        starts = (ctypes.c_uint64 * kept)()
+        found = self.native.ijm_late_cycles(self.state, starts, kept)
         return [starts[i] / 1e6 + self.offset_s() for i in range(found)]
 
     def counter(self, name: str) -> int:
