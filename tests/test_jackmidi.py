@@ -2,6 +2,7 @@
 
 import importlib.machinery
 import logging
+import os
 import re
 import signal
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from improv.errors import PortError
 from improv.midi import jack as jackmidi
 from improv.midi.backend import open_input, open_output, virtual_port_names
 from improv.midi.jack import JackInputPort, JackOutputPort
@@ -68,6 +70,21 @@ def test_a_library_built_for_another_version_is_refused_with_how_to_rebuild_it(a
         assert jackmidi.check_native(_OtherBuild(abi_version), "_jackmidi.so") is None
     assert "rebuild: pip install -e ." in caplog.text
     assert f"this improv needs {jackmidi.ABI_VERSION}" in caplog.text
+
+
+def test_a_client_that_fails_to_set_up_leaves_no_client_ports_or_descriptors(probe):
+    # Two ports of one name: JACK registers the first and refuses the second, after the pipe, the
+    # client and a port exist. All of it must be undone, and the name free for the next client.
+    fds_before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(PortError, match="refused to register"):
+        jackmidi.JackMidiClient("jm-unwind", in_name="twice", out_name="twice")
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before
+    assert not [name for name in probe.keys.peers("out") if name.startswith("jm-unwind")]
+    client = jackmidi.JackMidiClient("jm-unwind")
+    try:
+        assert client.name == "jm-unwind"
+    finally:
+        client.close()
 
 
 def test_input_and_output_are_one_client_named_improv(jack):

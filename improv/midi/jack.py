@@ -194,43 +194,53 @@ class JackMidiClient:
                             f"({REBUILD_HINT}, with a C compiler)")
         self.jack, self.native, self.limits = loaded
         self.requested_name, self.users, self.clock = client_name, 0, clock
-        status = ctypes.c_int(0)
-        with quiet_stderr():
-            self.client = self.jack.jack_client_open(client_name.encode(), NO_START_SERVER, ctypes.byref(status))
-        if not self.client:
-            raise PortError(f"cannot open a JACK client (status 0x{status.value:x}); start a JACK server first "
-                            "(jackd -d dummy -r 48000 -p 64)")
-        self.name = self.jack.jack_get_client_name(self.client).decode()
-        self.in_port, self.out_port = (
-            self.jack.jack_port_register(self.client, name.encode(), MIDI_TYPE, flags, 0) if name else None
-            for name, flags in ((in_name, PORT_IS_INPUT), (out_name, PORT_IS_OUTPUT)))
-        if (in_name and not self.in_port) or (out_name and not self.out_port):
-            self.jack.jack_client_close(self.client)
-            raise PortError(f"JACK refused to register MIDI ports for client {self.name!r}")
-        # Read now: the port's name lives in the server's shared memory, which may go with the server.
-        self._port_names = {direction: self.jack.jack_port_name(port).decode() if port else None
-                            for direction, port in (("in", self.in_port), ("out", self.out_port))}
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_write, False)  # the realtime callback must never block on it
-        os.set_blocking(self._wake_read, False)
-        self._api = _Api(*(ctypes.cast(getattr(self.jack, name), ctypes.c_void_p) for name, _ in _Api._fields_))
-        rate = self.jack.jack_get_sample_rate(self.client)
-        self.state = self.native.ijm_new(ctypes.byref(self._api), self.client, self._wake_write, rate)
-        if not self.state:
-            self.jack.jack_client_close(self.client)
-            os.close(self._wake_read)
-            os.close(self._wake_write)
-            raise PortError(f"cannot set up JACK client {self.name!r} (sample rate {rate})")
-        process = ctypes.cast(self.native.ijm_process, ctypes.c_void_p)
-        self.jack.jack_set_process_callback(self.client, process, self.state)
-        self.jack.jack_on_shutdown(self.client, ctypes.cast(self.native.ijm_shutdown, ctypes.c_void_p), self.state)
-        self.native.ijm_set_ports(self.state, self.in_port, self.out_port)
-        if self.jack.jack_activate(self.client) != 0:
-            self._free()
-            raise PortError(f"JACK would not activate client {self.name!r}")
-        self.period_s = self.jack.jack_get_buffer_size(self.client) / rate
-        self.handover_s = HANDOVER_S
-        self._offset_s, self._offset_read_s = self._clock_offset_s(), self.clock()
+        self.state = None
+        # Each step pushes its undoing; a failure unwinds in reverse, and success pops them all. The
+        # order is _free's: the client closes (its callbacks stop) before the state they are handed
+        # is freed, and the pipe the callbacks write to closes last.
+        with contextlib.ExitStack() as undo:
+            self._wake_read, self._wake_write = os.pipe()
+            undo.callback(os.close, self._wake_read)
+            undo.callback(os.close, self._wake_write)
+            os.set_blocking(self._wake_write, False)  # the realtime callback must never block on it
+            os.set_blocking(self._wake_read, False)
+            def free_state() -> None:
+                if self.state:
+                    self.native.ijm_free(self.state)
+            undo.callback(free_state)
+            status = ctypes.c_int(0)
+            with quiet_stderr():
+                self.client = self.jack.jack_client_open(client_name.encode(), NO_START_SERVER, ctypes.byref(status))
+            if not self.client:
+                raise PortError(f"cannot open a JACK client (status 0x{status.value:x}); start a JACK server first "
+                                "(jackd -d dummy -r 48000 -p 64)")
+            undo.callback(self.jack.jack_client_close, self.client)  # which unregisters its ports too
+            self.name = self.jack.jack_get_client_name(self.client).decode()
+            self.in_port, self.out_port = (
+                self.jack.jack_port_register(self.client, name.encode(), MIDI_TYPE, flags, 0) if name else None
+                for name, flags in ((in_name, PORT_IS_INPUT), (out_name, PORT_IS_OUTPUT)))
+            if (in_name and not self.in_port) or (out_name and not self.out_port):
+                raise PortError(f"JACK refused to register MIDI ports for client {self.name!r}")
+            # Read now: the port's name lives in the server's shared memory, which may go with the server.
+            self._port_names = {direction: self.jack.jack_port_name(port).decode() if port else None
+                                for direction, port in (("in", self.in_port), ("out", self.out_port))}
+            self._api = _Api(*(ctypes.cast(getattr(self.jack, name), ctypes.c_void_p) for name, _ in _Api._fields_))
+            rate = self.jack.jack_get_sample_rate(self.client)
+            self.state = self.native.ijm_new(ctypes.byref(self._api), self.client, self._wake_write, rate)
+            if not self.state:
+                raise PortError(f"cannot set up JACK client {self.name!r} (sample rate {rate})")
+            process = ctypes.cast(self.native.ijm_process, ctypes.c_void_p)
+            self.jack.jack_set_process_callback(self.client, process, self.state)
+            self.jack.jack_on_shutdown(self.client, ctypes.cast(self.native.ijm_shutdown, ctypes.c_void_p),
+                                       self.state)
+            self.native.ijm_set_ports(self.state, self.in_port, self.out_port)
+            if self.jack.jack_activate(self.client) != 0:
+                raise PortError(f"JACK would not activate client {self.name!r}")
+            undo.callback(self.jack.jack_deactivate, self.client)
+            self.period_s = self.jack.jack_get_buffer_size(self.client) / rate
+            self.handover_s = HANDOVER_S
+            self._offset_s, self._offset_read_s = self._clock_offset_s(), self.clock()
+            undo.pop_all()
         self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()  # the input ring has one reader at a time
         self._dropped_in = 0
