@@ -136,6 +136,7 @@ def close_rtmidi(port, callbacks_so_far: Callable[[], int] | None = None) -> Non
     cycle can hold thousands; a callback still waiting for the GIL looks quiet for a window, so
     several quiet windows in a row are needed), and only then are the callback and the client
     dropped. If they never settle, the client is left open: a leak is better than a hang."""
+    # A private class, as python-rtmidi 1.5.x has it: pyproject.toml bounds the dependency to 1.5.x.
     from rtmidi._rtmidi import MidiBase
 
     try:
