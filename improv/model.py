@@ -22,11 +22,11 @@ FACTS_KEY = "improv.facts"
 INPUTS = ("tokens", "h0", "c0")
 OUTPUTS = ("logits", "hn", "cn")
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "exported_models"
-# int8 first: it steps 2-3x faster here and its held-out loss moved by under 0.003 bits/token (see the card).
+# int8 first: it steps faster at the same held-out loss (docs/performance.md, the model card).
 SHIPPED_NAMES = ("improv-lstm.int8.onnx", "improv-lstm.onnx")
-# A heard note is 2-3 tokens (time shift, velocity when it changed, note): these lengths are primed
-# through bound buffers like the step, which on cold caches measured 0.80 ms against 0.98 ms for a
-# plain run() of 3 tokens (p99 1.3 against 2.3 ms), on the path from the player's note to improv's.
+# A heard note is 2-3 tokens (time shift, velocity when it changed, note), on the path from the
+# player's note to improv's: these lengths are primed through bound buffers like the step, which
+# allocates nothing, where a plain run() allocates its inputs and outputs on every call.
 BOUND_PRIME_LENGTHS = (2, 3, 4)
 
 
