@@ -46,10 +46,12 @@ def test_the_maestro_layout_uses_its_csv_split(midi_folder, tmp_path):
     assert dict(zip(dataset.piece_ids, dataset.splits)) == {"maestro/2004/a.mid": "test", "maestro/2004/b.MIDI": "train"}
 
 
-def test_the_split_by_piece_is_deterministic_and_holds_out_about_a_tenth():
+def test_the_split_by_piece_is_pinned_and_holds_out_about_a_tenth():
     ids = [f"music21/bach/bwv{i}.mxl" for i in range(2000)]
     splits = [data.split_of(i) for i in ids]
-    assert splits == [data.split_of(i) for i in ids]
+    # Pinned: the shipped model's held-out pieces were chosen by this hash; a change would leak them.
+    assert [data.split_of(f"music21/bach/bwv{i}.mxl") for i in (0, 4, 18, 24)] == ["train", "validation", "test",
+                                                                                  "test"]
     assert 0.07 < (splits.count("validation") + splits.count("test")) / len(ids) < 0.13
 
 
