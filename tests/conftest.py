@@ -42,6 +42,16 @@ def jack():
     server.stop()
 
 
+@pytest.fixture
+def client(jack):
+    """The test keyboard and synth (JACK clients probe-keys and probe-synth) on the module's server."""
+    from improv.tools.probe import ProbeClient
+
+    client = ProbeClient("probe")
+    yield client
+    client.close()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     if pyfuncitem.get_closest_marker("jack") is None:

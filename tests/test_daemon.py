@@ -13,13 +13,6 @@ SILENCE_MS = 300
 GENEROUS_MS = 100  # tests bound behaviour on a shared machine; the benchmark measures tightly
 
 
-@pytest.fixture
-def client(jack):
-    client = ProbeClient("tester")
-    yield client
-    client.close()
-
-
 def run_improv(client, *args):
     return launch_improv(client, "--no-record", "--silence-ms", str(SILENCE_MS), *args)
 

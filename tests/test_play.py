@@ -15,15 +15,6 @@ pytestmark = pytest.mark.jack
 SILENCE_MS = 300
 
 
-@pytest.fixture
-def client(jack):
-    from improv.tools.probe import ProbeClient
-
-    client = ProbeClient("listener")
-    yield client
-    client.close()
-
-
 def opening_with_notes_held(source, seconds: float, out) -> int:
     """The first `seconds` of a file, cut off with notes still held (a player stopping mid-chord);
     returns how many notes are held at the cut."""

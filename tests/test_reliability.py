@@ -22,13 +22,6 @@ def answers(client, pitches=(60, 64, 67, 72)):
     return answers_after_silence(client, SILENCE_MS, pitches)
 
 
-@pytest.fixture
-def client(jack):
-    client = ProbeClient("tester")
-    yield client
-    client.close()
-
-
 def launch(client, *args, env=None):
     return launch_improv(client, "--silence-ms", str(SILENCE_MS), *args, env=env)
 
