@@ -191,7 +191,7 @@ def cmd_play(args) -> int:
     from improv.midi.backend import choose_backend, open_output
     from improv.midi.files import read_messages
     from improv.midi.guard import OutputGuard
-    from improv.midi.messages import CC_SUSTAIN, PANIC_CONTROLS, control_bytes
+    from improv.midi.messages import CC_SUSTAIN, PANIC_CONTROLS, SUSTAIN_DOWN_MIN, control_bytes
     from improv.midi.ports import PORT_SETTLE_S
 
     messages = read_messages(args.file)
@@ -214,7 +214,7 @@ def cmd_play(args) -> int:
                 guard.release_notes()  # a sequencer's closing all-notes-off, played as keys coming up
                 continue
             if msg.type == "control_change" and msg.control == CC_SUSTAIN:
-                (pedal_down.add if msg.value >= 64 else pedal_down.discard)(msg.channel)
+                (pedal_down.add if msg.value >= SUSTAIN_DOWN_MIN else pedal_down.discard)(msg.channel)
             guard.send(msg.bytes())
     except KeyboardInterrupt:
         stop.append(True)

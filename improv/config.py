@@ -15,11 +15,11 @@ from typing import Any
 import yaml
 
 from improv.errors import ConfigError
+from improv.midi.messages import FIRST_CHANNEL_MODE_CC
 from improv.paths import config_candidates
 
 MODES = ("call-response", "continuous")
 BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
-CC_CHANNEL_MODE_FIRST = 120  # CC 120..127 are channel mode messages (panic among them), never a knob
 
 
 def setting(default: Any, *, low: float | str | None = None, high: float | None = None, above: float | None = None,
@@ -75,20 +75,23 @@ class LimitsSection:
     velocity_scale: float = setting(1.0, low=0.01, high=10.0, knob=(0.25, 2.0))
 
 
+LAST_KNOB_CC = FIRST_CHANNEL_MODE_CC - 1  # CC 120..127 are channel mode messages (panic among them)
+
+
 @dataclass
 class ControlsSection:
     """MIDI CC numbers that change settings live: each field names the setting it turns (its `knob`)."""
 
-    temperature: int | None = setting(21, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    top_p: int | None = setting(22, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    mode: int | None = setting(23, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    enabled: int | None = setting(24, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    response_ms: int | None = setting(25, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    pitch_low: int | None = setting(26, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    pitch_high: int | None = setting(27, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    max_polyphony: int | None = setting(28, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    max_note_ms: int | None = setting(29, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
-    velocity_scale: int | None = setting(30, low=0, high=CC_CHANNEL_MODE_FIRST - 1)
+    temperature: int | None = setting(21, low=0, high=LAST_KNOB_CC)
+    top_p: int | None = setting(22, low=0, high=LAST_KNOB_CC)
+    mode: int | None = setting(23, low=0, high=LAST_KNOB_CC)
+    enabled: int | None = setting(24, low=0, high=LAST_KNOB_CC)
+    response_ms: int | None = setting(25, low=0, high=LAST_KNOB_CC)
+    pitch_low: int | None = setting(26, low=0, high=LAST_KNOB_CC)
+    pitch_high: int | None = setting(27, low=0, high=LAST_KNOB_CC)
+    max_polyphony: int | None = setting(28, low=0, high=LAST_KNOB_CC)
+    max_note_ms: int | None = setting(29, low=0, high=LAST_KNOB_CC)
+    velocity_scale: int | None = setting(30, low=0, high=LAST_KNOB_CC)
 
 
 @dataclass
