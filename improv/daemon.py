@@ -94,8 +94,8 @@ class Daemon:
         self.backlog = Backlog()
         self.counts: Counter = Counter()  # malformed, ignored, engine_errors
         self.start_s = clock()
-        self.engine = Engine(model, config, self.start_s)
-        self.engine.emit = lambda event: self._send([event], self.clock())  # a due note leaves at once
+        self.engine = Engine(model, config, self.start_s,
+                             emit=lambda event: self._send([event], self.clock()))  # a due note leaves at once
         midi = config.midi
         # The recording folder is checked before any port opens: a bad one stops the start cleanly.
         self.recorder = (SessionRecorder(config.recording.folder, config.recording.flush_s, self.start_s,
@@ -217,7 +217,7 @@ class Daemon:
             self.guard.send(list(raw.data))
         if self.recorder is not None and msg.type in ("note_on", "note_off"):
             self.recorder.player(raw.time_s, msg.note, msg.velocity if msg.type == "note_on" else 0)
-        if self._inject_fault and msg.type == "note_on" and (self.engine.sent or self.engine.answering):
+        if self._inject_fault and msg.type == "note_on" and (self.engine.sent or self.engine.state.generating):
             self._inject_fault = False
             raise RuntimeError(f"fault injected by {FAULT_ENV}")
         self._send(self.engine.on_player(raw.time_s, msg), raw.time_s)

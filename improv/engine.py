@@ -16,21 +16,76 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from enum import Enum
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
 from improv.config import Config
-from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent
+from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent, Vocabulary
 from improv.sampling import MaskBuilder, sample
 
 MAX_TOKENS_PER_POLL = 512  # a model that never advances time cannot hold the engine
 STEP_TIMES_KEPT = 4096
 
 
+class SteppedModel(Protocol):
+    """The model the engine drives: a stateful next-token predictor over `vocab`.
+
+    The logits returned may be a buffer the next call overwrites (OnnxModel's are), so the engine
+    copies what it keeps. `snapshot` returns an opaque state that `restore` brings back exactly: the
+    rollback to what was heard depends on it.
+    """
+
+    vocab: Vocabulary
+
+    def reset(self) -> None:
+        """Back to the zero state, before any token."""
+
+    def step(self, token: int) -> np.ndarray:
+        """Feed one token; the logits of the next."""
+
+    def prime(self, tokens: list[int]) -> np.ndarray:
+        """Feed several tokens in one call; the logits after the last."""
+
+    def snapshot(self) -> Any:
+        """The current state, unaffected by later calls."""
+
+    def restore(self, state: Any) -> None:
+        """Return to a state `snapshot` gave."""
+
+
+class State(Enum):
+    """What improv is doing. Every change of state is in Engine's "state machine" section:
+
+    LISTENING -> WAITING      the player strikes a key: a phrase is owed an answer
+    WAITING -> STARTING       call-response: silence_ms after the player's last message, with every
+                              key and the pedal up, the answer begins (prepared a lookahead early)
+    LISTENING | WAITING -> REACTING   continuous: the model hears the player while improv's notes
+                              are all silent: improv comes in at once
+    LISTENING | WAITING -> ANSWERING  continuous: the same while improv's last notes still sound:
+                              it plays on in its own time
+    STARTING | REACTING -> ANSWERING  the answer's first NOTE_ON is generated
+    STARTING | REACTING | ANSWERING -> LISTENING   the answer reaches its length; or, in
+                              call-response, the model hears the player (then WAITING on a key)
+    any -> LISTENING          panic, stop, reset
+    """
+
+    LISTENING = "listening"  # silent, owing nothing
+    WAITING = "waiting"  # silent; call-response answers once the player's phrase is over
+    STARTING = "starting"  # the first token must begin a note (VELOCITY or NOTE_ON): no opening pause
+    REACTING = "reacting"  # the first token must be a NOTE_ON, at the velocity just heard
+    ANSWERING = "answering"  # improv plays in its own time
+
+    @property
+    def generating(self) -> bool:
+        """Improv's notes are being generated (its answer is under way)."""
+        return self in (State.STARTING, State.REACTING, State.ANSWERING)
+
+
 @dataclass
 class Checkpoint:
-    state: tuple[np.ndarray, np.ndarray]
+    state: Any  # the model's snapshot
     logits: np.ndarray
     encoder: Encoder
     decoder: Decoder
@@ -43,19 +98,23 @@ class Pending(NamedTuple):
 
 
 class Engine:
-    def __init__(self, model, config: Config, now_s: float, rng: np.random.Generator | None = None,
-                 record_history: bool = False):
+    """Improv's side of the duet; `state` says what it is doing. A change of `config.engine.mode`
+    goes with a `panic`, as the daemon makes it: one mode's state is not carried into the other."""
+
+    def __init__(self, model: SteppedModel, config: Config, now_s: float, rng: np.random.Generator | None = None,
+                 *, record_history: bool = False, emit: Callable[[NoteEvent], None] | None = None):
         self.model, self.config = model, config
         self.record_history = record_history  # keep every token the model was fed (tests, debugging)
+        # Sends a note at once (the daemon's output). A generated note already due then goes out
+        # before the model steps on it, which takes that step off the path from decision to sound.
+        # Without it, every note waits to be returned by `poll`.
+        self.emit = emit
         self.vocab = model.vocab
         self.step_s = self.vocab.time_step_ms / 1000.0
         self.masks = MaskBuilder(self.vocab)
         self.rng = rng if rng is not None else np.random.default_rng(config.sampling.seed)
         self.step_ns: deque[int] = deque(maxlen=STEP_TIMES_KEPT)  # model step durations, for status and bench
         self.notes_in = self.notes_out = 0
-        # Set by the daemon: sends a note at once. A generated note already due then goes out before
-        # the model steps on it, which takes that step off the path from decision to sound.
-        self.emit: Callable[[NoteEvent], None] | None = None
         self.reset(now_s)
 
     # -- state ------------------------------------------------------------------------------------
@@ -73,14 +132,10 @@ class Engine:
         self.sent: dict[int, float] = {}  # improv notes sounding on the output: pitch -> onset time
         self.keys_down: set[int] = set()
         self.last_player_s: float | None = None
-        self.phrase_heard = False  # the player has played since improv last answered
-        self.answering = False
+        self.state = State.LISTENING
+        # When the answer under way ends. Its own field: a continuous answer's end moves with every
+        # message heard, while the state stays.
         self.answer_end_s: float | None = None
-        self.onset_now = False
-        # Continuous mode coming in on a player's note: the first note is sampled at once, at the
-        # velocity just heard. A VELOCITY token first would put a model step (0.5-1 ms on cold
-        # caches) between the player's note and improv's.
-        self.reacting = False
         self.committed = self._checkpoint()
 
     def _checkpoint(self) -> Checkpoint:
@@ -102,8 +157,8 @@ class Engine:
 
     def _feed(self, tokens: list[int]) -> np.ndarray:
         """Feed tokens in one model call and return the next-token logits. Heard events come as a
-        few tokens at once (time shift, velocity, note); one call for them costs about two steps'
-        time instead of three."""
+        few tokens at once (time shift, velocity, note): one call for them costs less time than a
+        step for each."""
         started = time.perf_counter_ns()
         if len(tokens) == 1:
             logits = self.model.step(tokens[0])
@@ -118,6 +173,36 @@ class Engine:
 
     def _step(self, token: int) -> np.ndarray:
         return self._feed([token])
+
+    # -- the state machine: every change of `state` after `reset` is here ---------------------------
+    def _player_heard(self, now_s: float, key_struck: bool) -> None:
+        """The model heard a message from the player."""
+        engine = self.config.engine
+        continuous = engine.mode == "continuous"
+        if not continuous and self.state.generating:
+            self.state = State.LISTENING  # call-response: the player plays over the answer, which stops
+        if key_struck and self.state is State.LISTENING:
+            self.state = State.WAITING
+        if continuous and engine.enabled:
+            # From silence, improv comes in at once; once playing, it keeps its own time.
+            if not self.state.generating:
+                self.state = State.ANSWERING if self.sent else State.REACTING
+            self.answer_end_s = now_s + engine.response_ms / 1000
+
+    def _answer_starts(self, start_s: float) -> None:
+        assert self.state is State.WAITING
+        self.state = State.STARTING
+        self.answer_end_s = start_s + self.config.engine.response_ms / 1000
+
+    def _note_generated(self) -> None:
+        if self.state in (State.STARTING, State.REACTING):
+            self.state = State.ANSWERING
+
+    def _answer_ends(self) -> None:
+        self.state = State.LISTENING
+
+    def _panicked(self) -> None:
+        self.state = State.LISTENING  # whatever was heard is no longer owed an answer
 
     # -- heard events: the player's, and improv's own releases --------------------------------
     def _feed_heard(self, tokens: list[int]) -> None:
@@ -150,7 +235,8 @@ class Engine:
         kind = getattr(msg, "type", None)
         if getattr(msg, "channel", 0) == DRUM_CHANNEL and kind in ("note_on", "note_off"):
             return []  # drums are not pitches: the model does not hear them
-        if kind == "note_on" and msg.velocity > 0:
+        key_struck = kind == "note_on" and msg.velocity > 0
+        if key_struck:
             self.keys_down.add(msg.note)
             self.notes_in += 1
         elif kind in ("note_on", "note_off"):
@@ -163,7 +249,7 @@ class Engine:
                 checkpoint.encoder.feed(now_s, msg)
             return []
         out = self._interrupt(now_s)
-        if kind == "note_on" and msg.velocity > 0 and msg.note in self.sent:
+        if key_struck and msg.note in self.sent:
             # The player strikes a key improv is sounding: improv's note ends here, heard as such.
             self.sent.pop(msg.note)
             self.decoder.sounding.pop(msg.note, None)
@@ -171,23 +257,15 @@ class Engine:
         self._feed_heard(self.encoder.feed(now_s, msg))
         self._align_decoder(now_s)
         self.last_player_s = now_s
-        if kind == "note_on" and msg.velocity > 0:
-            self.phrase_heard = True
-        if self.config.engine.mode == "continuous" and self.config.engine.enabled:
-            # From silence, improv comes in at once; once playing, it keeps its own time.
-            from_silence = not self.answering and not self.sent
-            self.reacting = self.reacting or from_silence
-            self.onset_now = self.onset_now or from_silence
-            self.answering = True
-            self.answer_end_s = now_s + self.config.engine.response_ms / 1000
+        self._player_heard(now_s, key_struck)
         self.committed = self._checkpoint()
         return out
 
     def _interrupt(self, now_s: float) -> list[NoteEvent]:
+        """What was generated but not heard goes; in call-response, improv's sounding notes end too."""
         self._rollback()
         if self.config.engine.mode == "continuous":
             return []  # improv plays on: its sounding notes end as the model decides
-        self.answering = False
         return self._release_sent(now_s)
 
     # -- the clock --------------------------------------------------------------------------------
@@ -200,7 +278,7 @@ class Engine:
         budget = MAX_TOKENS_PER_POLL
         horizon = now_s + engine.lookahead_ms / 1000
         committed = self.committed
-        while self.answering and self.decoder.time_s <= horizon + 1e-9 and budget > 0:
+        while self.state.generating and self.decoder.time_s <= horizon + 1e-9 and budget > 0:
             self._generate_one()
             budget -= 1
             if self.answer_end_s is not None and self.decoder.time_s >= self.answer_end_s:
@@ -212,7 +290,7 @@ class Engine:
         out = []
         while self.pending and self.pending[0].event.time_s <= now_s:
             item = self.pending.popleft()
-            out.append(self._send(item.event))
+            out.append(self._mark_sent(item.event))
             self.committed = item.checkpoint
         self.poll_now_s = float("-inf")
         return out
@@ -222,7 +300,7 @@ class Engine:
         candidates = []
         if self.pending:
             candidates.append(self.pending[0].event.time_s)
-        if self.answering:
+        if self.state.generating:
             candidates.append(self.decoder.time_s - self.config.engine.lookahead_ms / 1000)
         elif self._waiting_to_answer():
             candidates.append(self._answer_start_s() - self.config.engine.lookahead_ms / 1000)
@@ -231,8 +309,9 @@ class Engine:
     def _waiting_to_answer(self) -> bool:
         engine = self.config.engine
         # Keys held, or released but ringing under the pedal, mean the phrase is not over.
-        return (engine.mode == "call-response" and engine.enabled and self.phrase_heard and not self.keys_down
-                and not self.encoder.pedal_held and not self.answering and self.last_player_s is not None)
+        # (WAITING is entered on a player's key, so last_player_s is set.)
+        return (self.state is State.WAITING and engine.mode == "call-response" and engine.enabled
+                and not self.keys_down and not self.encoder.pedal_held)
 
     def _answer_start_s(self) -> float:
         return self.last_player_s + self.config.engine.silence_ms / 1000
@@ -247,13 +326,12 @@ class Engine:
         start_s = self._answer_start_s()
         self._feed_heard(self.encoder.advance_to(start_s))  # the silence before the answer
         self._align_decoder(start_s)
-        self.phrase_heard, self.answering, self.onset_now, self.reacting = False, True, True, False
-        self.answer_end_s = start_s + self.config.engine.response_ms / 1000
+        self._answer_starts(start_s)
 
     def _finish_answer(self) -> None:
         for pitch in sorted(self.decoder.sounding):
             self._push(self.vocab.note_off(pitch))
-        self.answering = False
+        self._answer_ends()
 
     # -- generation -----------------------------------------------------------------------------
     def _generate_one(self) -> None:
@@ -261,11 +339,15 @@ class Engine:
         self.masks.set_range(limits.pitch_low, limits.pitch_high)
         now_s = self.decoder.time_s
         releasable = [pitch for pitch, onset in self.decoder.sounding.items() if onset < now_s - 1e-9]
-        allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, self.onset_now, releasable,
-                                   velocity_first=not self.reacting)
-        self.commit_generated(sample(self.logits, sampling.temperature, sampling.top_p, self.rng, allowed))
+        # An answer's first token begins a note, so it sounds at once instead of after a pause the
+        # model chose. Reacting, not even a VELOCITY token first: its model step would stand between
+        # the player's note and improv's, and the note takes the velocity just heard.
+        onset_now = self.state in (State.STARTING, State.REACTING)
+        allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, onset_now, releasable,
+                                   velocity_first=self.state is not State.REACTING)
+        self.feed_generated(sample(self.logits, sampling.temperature, sampling.top_p, self.rng, allowed))
 
-    def commit_generated(self, token: int) -> None:
+    def feed_generated(self, token: int) -> None:
         """Feed a token as improv's own: notes wait in `pending`, time shifts respect max_note_ms."""
         group, value = self.vocab.decode_token(token)
         if group == "TIME_SHIFT":
@@ -273,13 +355,13 @@ class Engine:
         else:
             self._push(token)
             if group == "NOTE_ON":
-                self.onset_now = self.reacting = False
+                self._note_generated()
 
     def _advance(self, steps: int) -> None:
         """A generated time shift, split where a note reaches max_note_ms so it ends exactly then,
         and cut where the answer reaches its length, where the engine then ends it."""
         max_note_s = self.config.limits.max_note_ms / 1000
-        if self.answer_end_s is not None and self.answering:
+        if self.answer_end_s is not None and self.state.generating:
             to_end = int(np.ceil((self.answer_end_s - self.decoder.time_s) / self.step_s - 1e-6))
             steps = max(1, min(steps, to_end))
         while steps > 0:
@@ -304,7 +386,7 @@ class Engine:
                  and all(event.time_s <= self.poll_now_s for event in events))
         if early:
             for event in events:
-                self.emit(self._send(event))
+                self.emit(self._mark_sent(event))
         self.logits = self._step(token)
         self.encoder.absorb(token)
         if events:
@@ -315,7 +397,9 @@ class Engine:
                 for event in events:
                     self.pending.append(Pending(event, checkpoint))
 
-    def _send(self, event: NoteEvent) -> NoteEvent:
+    def _mark_sent(self, event: NoteEvent) -> NoteEvent:
+        """Record a note as gone out (it is sounding, or no longer) and return it at the output's
+        velocity; the caller sends it."""
         if event.is_on:
             self.sent[event.pitch] = event.time_s
             self.notes_out += 1
@@ -329,7 +413,7 @@ class Engine:
         """Release everything improv sounds at once; stop any answer; keep listening. The player's
         held keys are let go too (a lost note-off must not keep improv waiting for ever)."""
         self._rollback()
-        self.answering, self.phrase_heard = False, False
+        self._panicked()
         out = self._release_sent(now_s)
         self.keys_down.clear()
         self._feed_heard(self.encoder.release_all(now_s))

@@ -11,7 +11,7 @@ import copy
 from typing import Iterable
 
 from improv.config import Config
-from improv.engine import Engine
+from improv.engine import Engine, SteppedModel
 from improv.events import Msg, NoteEvent
 
 MAX_POLLS = 10_000_000  # a bound for a run that would otherwise never end
@@ -55,7 +55,7 @@ def perform(engine: Engine, clock: VirtualClock, messages: Iterable[tuple[float,
     return out
 
 
-def continue_performance(model, config: Config, seed: list[tuple[float, object]], seconds: float,
+def continue_performance(model: SteppedModel, config: Config, seed: list[tuple[float, object]], seconds: float,
                          rng=None) -> list[NoteEvent]:
     """Improv's continuation of `seed`: it listens to the whole seed, then answers for `seconds`."""
     config = copy.deepcopy(config)

@@ -45,7 +45,7 @@ def test_the_engine_schedule_caps_every_note_for_any_generated_tokens(shipped_mo
     engine = Engine(shipped_model, config, 0.0, np.random.default_rng(0))
     for token in tokens:
         if VOCAB.decode_token(token)[0] not in VOCAB.specials:
-            engine.commit_generated(token)
+            engine.feed_generated(token)
     engine._finish_answer()
     check_note_events([item.event for item in engine.pending], cap_s=max_note_ms / 1000)
 

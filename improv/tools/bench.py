@@ -194,9 +194,9 @@ def bench_reaction_compute(model: OnnxModel, notes: int = 200) -> dict:
     on the virtual clock. The heard tokens, the sampled ones and their steps are all on this path."""
     config = Config()
     config.engine.mode, config.engine.response_ms = "continuous", CONTINUOUS_PLAY_ON_MS
-    engine = Engine(model, config, 0.0, np.random.default_rng(3))
     first_out: list[int] = []
-    engine.emit = lambda event: first_out.append(time.perf_counter_ns()) if event.is_on and not first_out else None
+    engine = Engine(model, config, 0.0, np.random.default_rng(3),
+                    emit=lambda event: first_out.append(time.perf_counter_ns()) if event.is_on and not first_out else None)
     clock, reactions = VirtualClock(), []
     for i in range(notes):
         at_s, pitch = 1.0 + 1.5 * i, 60 + (i * 5) % 12
