@@ -26,7 +26,7 @@ from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent, Vocabulary
 from improv.sampling import MaskBuilder, sample
 
 MAX_TOKENS_PER_POLL = 512  # a model that never advances time cannot hold the engine
-STEP_TIMES_KEPT = 4096
+TIMES_KEPT = 4096  # step and token durations kept for the status line and the bench
 
 
 class SteppedModel(Protocol):
@@ -113,7 +113,10 @@ class Engine:
         self.step_s = self.vocab.time_step_ms / 1000.0
         self.masks = MaskBuilder(self.vocab)
         self.rng = rng if rng is not None else np.random.default_rng(config.sampling.seed)
-        self.step_ns: deque[int] = deque(maxlen=STEP_TIMES_KEPT)  # model step durations, for status and bench
+        # Durations for the status line and the bench: each model call of one token, and each
+        # generated token's whole cost (mask, sample, step, decode, checkpoint).
+        self.step_ns: deque[int] = deque(maxlen=TIMES_KEPT)
+        self.token_ns: deque[int] = deque(maxlen=TIMES_KEPT)
         self.notes_in = self.notes_out = 0
         self.reset(now_s)
 
@@ -279,7 +282,9 @@ class Engine:
         horizon = now_s + engine.lookahead_ms / 1000
         committed = self.committed
         while self.state.generating and self.decoder.time_s <= horizon + 1e-9 and budget > 0:
+            started = time.perf_counter_ns()
             self._generate_one()
+            self.token_ns.append(time.perf_counter_ns() - started)
             budget -= 1
             if self.answer_end_s is not None and self.decoder.time_s >= self.answer_end_s:
                 self._finish_answer()
