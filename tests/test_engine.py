@@ -1,13 +1,17 @@
-"""The engine on a virtual clock, with the shipped model: what a player would hear, checked."""
+"""The engine on a virtual clock: with the shipped model, what a player would hear; with a scripted
+model, exactly which tokens the model was fed and which state the engine is in."""
 
 
 import numpy as np
 import pytest
 
 from improv.config import Config
-from improv.engine import Engine
-from improv.events import Msg, decode_tokens
+from improv.engine import Engine, State
+from improv.events import Msg, NoteEvent, Vocabulary, decode_tokens
 from improv.offline import VirtualClock, continue_performance, perform, run_until
+from scripted_model import ScriptedModel, favour, melody
+
+V = Vocabulary()
 
 
 def phrase(start_s=0.0, pitches=(60, 62, 64, 65, 67, 65, 64, 62), step_s=0.25, velocity=80):
@@ -18,13 +22,17 @@ def phrase(start_s=0.0, pitches=(60, 62, 64, 65, 67, 65, 64, 62), step_s=0.25, v
     return messages
 
 
-def make_engine(model, **changes):
+def make_config(**changes):
     config = Config()
     for dotted, value in changes.items():
         section, key = dotted.split("__")
         setattr(getattr(config, section), key, value)
-    clock = VirtualClock(0.0)
-    return Engine(model, config, 0.0, np.random.default_rng(0), record_history=True), clock
+    return config
+
+
+def make_engine(model, emit=None, **changes):
+    engine = Engine(model, make_config(**changes), 0.0, np.random.default_rng(0), record_history=True, emit=emit)
+    return engine, VirtualClock(0.0)
 
 
 def pair_up(events):
@@ -198,9 +206,9 @@ def test_continuous_mode_comes_in_at_once_even_on_a_chord(shipped_model):
 
 
 def test_a_due_note_goes_out_before_the_model_steps_on_it(shipped_model):
-    engine, clock = make_engine(shipped_model, engine__mode="continuous")
     emitted = []  # (event, tokens the model had been fed when the event went out)
-    engine.emit = lambda event: emitted.append((event, len(engine.history)))
+    engine, clock = make_engine(shipped_model, emit=lambda event: emitted.append((event, len(engine.history))),
+                                engine__mode="continuous")
     returned = perform(engine, clock, [(1.0, Msg("note_on", 60, 80))])
     returned += engine.poll(clock.now())  # the live loop polls right after a player's message
     first_on, fed_before = next((e, n) for e, n in emitted if e.is_on)
@@ -213,32 +221,166 @@ def test_a_due_note_goes_out_before_the_model_steps_on_it(shipped_model):
     pair_up(sent)
 
 
+# -- exact: a scripted model, whose state is the list of tokens it was fed -------------------------
+START = V.special("START")
+ON, OFF, SHIFT = V.note_on, V.note_off, V.time_shift
+
+
+def velocity_token(velocity):
+    return V.velocity(V.velocity_to_bin(velocity))
+
+
+def as_heard(velocity):
+    """The velocity improv plays a note at when it takes the velocity last heard."""
+    return V.bin_to_velocity(V.velocity_to_bin(velocity))
+
+
+def scripted_engine(logits_for, emit=None, **changes):
+    model = ScriptedModel(logits_for, V)
+    engine, clock = make_engine(model, emit=emit, **changes)
+    return engine, model, clock
+
+
+def events(out):
+    return [(round(e.time_s, 6), e.pitch, e.velocity) for e in out]
+
+
+def test_an_interruption_returns_the_model_to_exactly_the_tokens_heard():
+    engine, model, clock = scripted_engine(melody(V), engine__silence_ms=300, engine__lookahead_ms=500)
+    played = [(0.0, Msg("note_on", 60, 80)), (0.2, Msg("note_off", 60, 0)),
+              (0.3, Msg("note_on", 62, 80)), (0.5, Msg("note_off", 62, 0))]
+    assert perform(engine, clock, played) == []
+    assert engine.state is State.WAITING
+    out = run_until(engine, clock, 1.05)  # the answer starts at 0.8: a note every 100 ms
+    v = as_heard(80)
+    assert events(out) == [(0.8, 70, v), (0.9, 70, 0), (0.9, 72, v), (1.0, 72, 0), (1.0, 74, v)]
+    assert engine.state is State.ANSWERING
+    assert ON(76) in model.history and ON(78) in model.history, "the model should be generating ahead"
+
+    out = engine.on_player(1.05, Msg("note_on", 50, 80))  # the player plays over the answer
+
+    assert events(out) == [(1.05, 74, 0)]  # improv's sounding note ends at once
+    assert model.history == [
+        START, velocity_token(80), ON(60), SHIFT(20), OFF(60), SHIFT(10), ON(62), SHIFT(20), OFF(62),  # the phrase
+        SHIFT(30),  # the silence before the answer
+        ON(70), SHIFT(10), OFF(70), ON(72), SHIFT(10), OFF(72), ON(74),  # improv's notes that sounded
+        SHIFT(5), OFF(74),  # improv's last note, released at the interruption
+        ON(50),  # the player's key; the notes generated ahead and never sent are gone
+    ]
+    assert engine.history == model.history
+    assert engine.state is State.WAITING  # the player's new phrase is owed an answer
+    assert not engine.pending and not engine.sent
+
+
+def test_a_note_sent_early_is_what_an_interruption_rolls_back_to():
+    engine, model, clock = scripted_engine(melody(V), emit=lambda event: None, engine__mode="continuous")
+    run_until(engine, clock, 1.0)
+    engine.on_player(1.0, Msg("note_on", 60, 80))
+    engine.poll(1.0)  # improv's first note is due at once: it goes out through emit, before its model step
+    engine.poll(1.0)  # then the lookahead is generated, not sent
+    assert model.history[4:8] == [ON(70), SHIFT(10), OFF(70), ON(72)] and engine.pending
+    engine.on_player(1.0, Msg("note_on", 64, 80))
+    assert model.history == [START, SHIFT(100), velocity_token(80), ON(60), ON(70), ON(64)]
+
+
+def test_mode_switches_through_panic_give_exact_states():
+    trace = []  # (the last token the model was fed, the engine's state as it was fed)
+    script = melody(V)
+
+    def logits_for(history):
+        trace.append((V.name(history[-1]), engine.state if history != [START] else None))  # START: being built
+        return script(history)
+
+    engine, model, clock = scripted_engine(logits_for, engine__silence_ms=300, engine__response_ms=1000)
+    config = engine.config
+    # call-response: a phrase, then improv's answer after 300 ms of silence
+    perform(engine, clock, [(0.0, Msg("note_on", 60, 80)), (0.2, Msg("note_off", 60, 0))])
+    assert engine.state is State.WAITING
+    out = run_until(engine, clock, 0.65)
+    assert events(out) == [(0.5, 70, as_heard(80)), (0.6, 70, 0), (0.6, 72, as_heard(80))]
+    assert engine.state is State.ANSWERING
+    assert ("TIME_SHIFT_30", State.WAITING) in trace and ("NOTE_ON_70", State.STARTING) in trace
+
+    # to continuous, as the daemon does on its controller: the mode, then a panic
+    config.engine.mode = "continuous"
+    assert events(engine.panic(0.65)) == [(0.65, 72, 0)]
+    assert engine.state is State.LISTENING
+    assert model.history[-5:] == [SHIFT(10), OFF(70), ON(72), SHIFT(5), OFF(72)]  # heard to the panic, nothing ahead
+    trace.clear()
+    engine.on_player(1.0, Msg("note_on", 62, 100))
+    assert engine.state is State.REACTING  # from silence: improv comes in at once
+    assert events(engine.poll(1.0)) == [(1.0, 74, as_heard(100))]
+    assert engine.state is State.ANSWERING
+    assert trace[:2] == [("NOTE_ON_62", State.LISTENING), ("NOTE_ON_74", State.REACTING)]
+    engine.on_player(1.05, Msg("note_off", 62, 0))
+    assert engine.state is State.ANSWERING  # playing along, in its own time
+    run_until(engine, clock, 1.5)
+    assert engine.state is State.ANSWERING
+    out = run_until(engine, clock, 3.0)  # improv plays on for response_ms after the player's last message
+    assert engine.state is State.LISTENING
+    assert max(e.time_s for e in out) == pytest.approx(2.05) and not engine.sent
+
+    # and back to call-response
+    config.engine.mode = "call-response"
+    assert engine.panic(3.0) == []
+    assert engine.state is State.LISTENING
+    perform(engine, clock, [(3.2, Msg("note_on", 64, 80)), (3.4, Msg("note_off", 64, 0))])
+    assert engine.state is State.WAITING
+    trace.clear()
+    out = run_until(engine, clock, 3.75)
+    assert engine.state is State.ANSWERING
+    # improv's line goes on from its last note in continuous mode (78): the model heard all it played
+    assert events(out) == [(3.7, 80, as_heard(80))]
+    assert trace[:2] == [("TIME_SHIFT_30", State.WAITING), ("NOTE_ON_80", State.STARTING)]
+
+
+@pytest.mark.parametrize("mode", ["call-response", "continuous"])
+def test_limits_mask_out_the_pitches_the_model_favours(mode):
+    low, high = 55, 70
+
+    def logits_for(history):
+        logits = np.full(V.size, -5.0, dtype=np.float32)
+        logits[[ON(40), ON(100), ON(54), ON(71)]] = 20.0  # out of range: the model's favourites
+        logits[ON(low) : ON(high) + 1] = 5.0
+        logits[OFF(0) : OFF(127) + 1] = 4.0  # (the engine opens only improv's own sounding notes)
+        logits[SHIFT(1) : SHIFT(20) + 1] = 3.0
+        return logits
+
+    engine, model, clock = scripted_engine(logits_for, engine__mode=mode, engine__response_ms=20000,
+                                           limits__pitch_low=low, limits__pitch_high=high, limits__max_polyphony=2)
+    # The player's key is out of range, so every NOTE_ON in range the model was fed is improv's.
+    played = [(0.0, Msg("note_on", 30, 80)), (0.3, Msg("note_off", 30, 0))]
+    out = perform(engine, clock, played) + run_until(engine, clock, 20.0) + engine.stop(clock.now())
+    notes = pair_up(out)
+    assert len(notes) > 50
+    assert all(low <= pitch <= high for pitch, _, _ in notes)
+    generated_ons = [t for t in model.history if V.decode_token(t)[0] == "NOTE_ON" and t != ON(30)]
+    assert len(generated_ons) == len(notes) and all(ON(low) <= t <= ON(high) for t in generated_ons)
+    sounding = 0
+    for event in sorted(out, key=lambda e: (e.time_s, e.is_on)):
+        sounding += 1 if event.is_on else -1
+        assert sounding <= 2
+
+
 @pytest.mark.parametrize("velocity", [25, 80, 120])
-def test_continuous_mode_answers_a_note_from_silence_with_no_model_step_between(shipped_model, velocity):
-    # The player's note is fed, then improv's first note is sampled straight from those logits: at
-    # the velocity just heard, with no VELOCITY token (and its model step) in between.
-    engine, clock = make_engine(shipped_model, engine__mode="continuous")
-    emitted = []
-    engine.emit = lambda event: emitted.append((event, len(engine.history)))
-    perform(engine, clock, [(1.0, Msg("note_on", 60, velocity))])
-    heard = len(engine.history)
-    engine.poll(clock.now())
-    first_on, fed_before = next((e, n) for e, n in emitted if e.is_on)
-    assert fed_before == heard and engine.history[heard] == engine.vocab.note_on(first_on.pitch)
-    vocab = engine.vocab
-    assert first_on.velocity == vocab.bin_to_velocity(vocab.velocity_to_bin(velocity))
+def test_continuous_mode_from_silence_samples_improvs_note_straight_from_the_players(velocity):
+    # After the player's note the script would rather have a soft VELOCITY token, then NOTE_ON 71;
+    # after anything else it favours NOTE_ON 90. A VELOCITY token or any other model step between the
+    # two notes would make improv play 90.
+    def logits_for(history):
+        if history[-1] != ON(60):
+            return favour(V, ON(90))
+        logits = favour(V, ON(71))
+        logits[V.velocity(3)] = 10.0
+        return logits
 
-
-def test_a_note_sent_early_is_what_an_interruption_rolls_back_to(shipped_model):
-    engine, clock = make_engine(shipped_model, engine__mode="continuous")
-    emitted = []
-    engine.emit = emitted.append
-    perform(engine, clock, [(1.0, Msg("note_on", 60, 80))])
-    engine.poll(clock.now())
-    first_on = next(e for e in emitted if e.is_on)
-    # the player plays again before anything else went out: improv's early note was heard
-    engine.on_player(clock.now(), Msg("note_on", 64, 80))
-    assert engine.vocab.note_on(first_on.pitch) in engine.history
-    h, c = shipped_model.snapshot()
-    expected_h, expected_c = fresh_state(shipped_model, engine.history, engine.history_calls)
-    assert np.allclose(h, expected_h, atol=1e-5) and np.allclose(c, expected_c, atol=1e-5)
+    emitted = []  # (event, the tokens the model had been fed when it went out)
+    engine, model, clock = scripted_engine(logits_for, emit=lambda event: emitted.append((event, list(model.history))),
+                                           engine__mode="continuous")
+    run_until(engine, clock, 1.0)
+    engine.on_player(1.0, Msg("note_on", 60, velocity))
+    assert engine.poll(1.0) == []  # it went out through emit
+    heard = [START, SHIFT(100), velocity_token(velocity), ON(60)]
+    assert emitted == [(NoteEvent(1.0, 71, as_heard(velocity)), heard)]  # out before its model step
+    assert model.history == heard + [ON(71)]
+    assert model.calls == [("reset", ()), ("step", (START,)), ("prime", tuple(heard[1:])), ("step", (ON(71),))]
