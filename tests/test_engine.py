@@ -139,6 +139,7 @@ def test_panic_releases_everything_at_once(shipped_model):
     out = perform(engine, clock, phrase())
     out += run_until(engine, clock, clock.now() + 1.5)
     sounding = set(engine.sent)
+    assert sounding, "nothing sounding: the release below would prove nothing"
     released = engine.panic(clock.now())
     assert {e.pitch for e in released} == sounding and all(not e.is_on for e in released)
     assert not engine.sent and not engine.pending
