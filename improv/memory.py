@@ -1,0 +1,166 @@
+"""Session memory: what this player has played, as a variable-order Markov model learned live. Pure.
+
+The LSTM knows the corpus it was trained on; the memory knows the session. It counts, for every
+context of 1 to `max_order` tokens it has heard, which token came next, and predicts from the
+longest context it has seen before, as Pachet's Continuator did, with the orders blended by
+Witten-Bell interpolation: p_k(w | ctx) = (c(ctx, w) + T(ctx) p_{k-1}(w)) / (c(ctx) + T(ctx)), T the
+number of distinct tokens seen after ctx, p_0 the counts of single tokens over a uniform floor.
+
+Its prediction is mixed with the LSTM's in probability space, with a weight that grows with the
+length of the longest context matched: a long match means the player is repeating something, and
+then the memory knows best; a short one says little, and the LSTM leads.
+
+It learns only what was heard: the engine teaches it committed tokens, never those a rollback dropped.
+Its size is bounded: past `max_contexts`, the contexts heard least recently are forgotten first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict, deque
+from pathlib import Path
+
+import numpy as np
+
+from improv.errors import ImprovError
+
+MAX_ORDER = 6
+MAX_CONTEXTS = 100_000
+WEIGHT_PER_ORDER = 0.2  # the memory's weight per matched context token, before `attachment` scales it
+MAX_WEIGHT = 0.9  # the LSTM always keeps a share: the memory alone cannot produce what it never heard
+FORMAT = "improv-session-memory-1"
+FEW_TYPES = 6  # up to this many next tokens, a Python loop beats building arrays for them
+
+
+class MemoryFileError(ImprovError, ValueError):
+    """A memory file cannot be read, or was made for another vocabulary."""
+
+
+class SessionMemory:
+    def __init__(self, vocab_size: int, max_order: int = MAX_ORDER, max_contexts: int = MAX_CONTEXTS):
+        self.vocab_size, self.max_order, self.max_contexts = vocab_size, max_order, max_contexts
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything: a new piece."""
+        self.unigram = np.zeros(self.vocab_size, np.float64)
+        self.unigram_types = 0  # distinct tokens heard: T of the order-0 context
+        # context (tuple of tokens) -> [count of the context, {next token: count}], least recently heard first
+        self.contexts: OrderedDict[tuple[int, ...], list] = OrderedDict()
+        self.recent: deque[int] = deque(maxlen=self.max_order)  # the last tokens learned
+        self.tokens_learned = 0
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    # -- learning -------------------------------------------------------------------------------
+    def learn(self, token: int) -> None:
+        """Hear one more token of the session."""
+        recent = tuple(self.recent)
+        for order in range(1, len(recent) + 1):
+            context = recent[-order:]
+            entry = self.contexts.get(context)
+            if entry is None:
+                entry = self.contexts[context] = [0, {}]
+            else:
+                self.contexts.move_to_end(context)
+            entry[0] += 1
+            entry[1][token] = entry[1].get(token, 0) + 1
+        while len(self.contexts) > self.max_contexts:
+            self.contexts.popitem(last=False)
+        if self.unigram[token] == 0:
+            self.unigram_types += 1
+        self.unigram[token] += 1
+        self.recent.append(token)
+        self.tokens_learned += 1
+
+    def learn_all(self, tokens) -> None:
+        for token in tokens:
+            self.learn(int(token))
+
+    # -- predicting -----------------------------------------------------------------------------
+    def predict(self, context) -> tuple[np.ndarray, int]:
+        """(next-token probabilities (V,), the longest order matched) after `context`, the tokens
+        heard last (the most recent last; only its last `max_order` count)."""
+        total, types = self.tokens_learned, self.unigram_types
+        uniform = 1.0 / self.vocab_size
+        if total == 0:
+            return np.full(self.vocab_size, uniform), 0
+        p = (self.unigram + types * uniform) / (total + types)
+        context = tuple(context)[-self.max_order:] if self.max_order else ()
+        matched = 0
+        for order in range(1, len(context) + 1):
+            entry = self.contexts.get(context[-order:])
+            if entry is None:
+                break  # a longer context ends in this one: it cannot have been heard either
+            count, following = entry
+            distinct = len(following)
+            p *= distinct / (count + distinct)
+            if distinct <= FEW_TYPES:
+                for token, seen in following.items():
+                    p[token] += seen / (count + distinct)
+            else:
+                tokens = np.fromiter(following.keys(), np.intp, distinct)
+                p[tokens] += np.fromiter(following.values(), np.float64, distinct) / (count + distinct)
+            matched = order
+        return p, matched
+
+    def weight(self, matched_order: int, attachment: float) -> float:
+        """How much of the mix is the memory's: none with no match, more the longer the match."""
+        return attachment * min(MAX_WEIGHT, WEIGHT_PER_ORDER * matched_order)
+
+    def mix(self, logits: np.ndarray, context, attachment: float) -> np.ndarray:
+        """The LSTM's next-token logits mixed with the memory's prediction, as logits again (log
+        probabilities), so temperature, top-p and masks apply to the mix as they did to the LSTM."""
+        if attachment <= 0 or self.tokens_learned == 0:
+            return logits
+        p_memory, matched = self.predict(context)
+        w = self.weight(matched, attachment)
+        if w <= 0:
+            return logits
+        p_model = np.exp(logits - logits.max())
+        p_model *= (1 - w) / p_model.sum()
+        p_model += w * p_memory
+        return np.log(p_model, dtype=np.float32)
+
+    # -- keeping it between sessions ------------------------------------------------------------
+    def save(self, path: str | os.PathLike, vocab_spec: str) -> None:
+        """Write the memory (with the vocabulary it was learned in) atomically."""
+        rows = [(*context, *([-1] * (self.max_order - len(context))), token, seen)
+                for context, (_, following) in self.contexts.items() for token, seen in following.items()]
+        table = np.array(rows, dtype=np.int32).reshape(-1, self.max_order + 2)
+        header = json.dumps({"format": FORMAT, "vocab": vocab_spec, "max_order": self.max_order,
+                             "recent": list(self.recent)})
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, header=np.array(header), table=table, unigram=self.unigram)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, vocab_spec: str, vocab_size: int,
+             max_contexts: int = MAX_CONTEXTS) -> "SessionMemory":
+        """A saved memory; MemoryFileError saying what is wrong with an unreadable or foreign file."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header, table, unigram = json.loads(str(data["header"])), data["table"], data["unigram"]
+        except FileNotFoundError as err:
+            raise MemoryFileError(f"memory file {path} does not exist") from err
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+            raise MemoryFileError(f"{path} is not an improv session memory ({err})") from err
+        if header.get("format") != FORMAT:
+            raise MemoryFileError(f"{path} is not an improv session memory (format {header.get('format')!r})")
+        if header.get("vocab") != vocab_spec or unigram.shape != (vocab_size,):
+            raise MemoryFileError(f"{path} was learned with another model's vocabulary")
+        memory = cls(vocab_size, int(header["max_order"]), max_contexts)
+        memory.unigram[:] = unigram
+        memory.unigram_types = int(np.count_nonzero(unigram))
+        for row in table.tolist():
+            context = tuple(t for t in row[: memory.max_order] if t >= 0)
+            entry = memory.contexts.setdefault(context, [0, {}])
+            entry[0] += row[-1]
+            entry[1][row[-2]] = row[-1]
+        memory.recent.extend(header.get("recent", []))
+        memory.tokens_learned = int(unigram.sum())
+        return memory

@@ -1,0 +1,82 @@
+"""The session memory: exact Witten-Bell counts, the gate on match length, its bound, and its file."""
+
+import numpy as np
+import pytest
+
+from improv.memory import MemoryFileError, SessionMemory
+
+V = 10  # a toy vocabulary: tokens 0..9
+A, B, C = 1, 2, 3
+
+
+def test_prediction_blends_the_matched_orders_by_witten_bell():
+    memory = SessionMemory(V, max_order=2)
+    memory.learn_all([A, B, A, C, A])
+    p, matched = memory.predict([C, A])
+    # order 0: counts A3 B1 C1 over 5 with T=3 distinct; order 1 (A,): B1 C1, T=2; order 2 (C, A): unseen
+    p0 = (np.bincount([A, B, A, C, A], minlength=V) + 3 / V) / (5 + 3)
+    p1 = 2 / (2 + 2) * p0
+    p1[B] += 1 / 4
+    p1[C] += 1 / 4
+    assert matched == 1
+    np.testing.assert_allclose(p, p1)
+    assert p.sum() == pytest.approx(1.0)
+
+
+def test_a_repeated_phrase_is_matched_longer_and_weighs_more():
+    memory = SessionMemory(V, max_order=6)
+    phrase = [4, 5, 6, 7, 8]
+    memory.learn_all(phrase)
+    _, first = memory.predict([7, 8, 4, 5])
+    memory.learn_all(phrase)
+    _, again = memory.predict([7, 8, 4, 5])
+    assert (first, again) == (2, 4)  # (4, 5) was heard once; (7, 8, 4, 5) only once the phrase came round
+    assert memory.weight(0, 1.0) == 0.0
+    assert memory.weight(again, 1.0) > memory.weight(first, 1.0)
+    assert memory.weight(6, 0.5) == pytest.approx(0.5 * 0.9)  # never all memory: the LSTM keeps a share
+
+
+def test_mixing_follows_the_player_after_a_long_match_and_is_the_lstm_alone_at_attachment_zero():
+    memory = SessionMemory(V, max_order=6)
+    memory.learn_all([4, 5, 6, 7, 8] * 3)
+    logits = np.zeros(V, np.float32)
+    logits[9] = 4.0  # the LSTM would play 9
+    mixed = memory.mix(logits, [4, 5, 6, 7], attachment=1.0)
+    assert np.exp(mixed.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
+    assert int(np.argmax(mixed)) == 8  # the player always went on with 8
+    assert memory.mix(logits, [4, 5, 6, 7], attachment=0.0) is logits
+
+
+def test_the_memory_is_bounded_and_forgets_the_least_recently_heard_first():
+    memory = SessionMemory(1000, max_order=2, max_contexts=50)
+    memory.learn_all(range(500))
+    assert len(memory) == 50
+    assert (499 - 1,) in memory.contexts and (1,) not in memory.contexts
+    memory.learn_all([7, 8])  # an old context heard again is kept
+    assert (7,) in memory.contexts
+
+
+def test_a_saved_memory_predicts_as_the_one_it_was(tmp_path):
+    memory = SessionMemory(V, max_order=3)
+    memory.learn_all([1, 2, 3, 1, 2, 4, 1, 2, 3])
+    path = tmp_path / "session.memory.npz"
+    memory.save(path, "vocab-a")
+    loaded = SessionMemory.load(path, "vocab-a", V)
+    for context in ([1, 2], [2, 3], [9], [3, 1, 2]):
+        np.testing.assert_allclose(loaded.predict(context)[0], memory.predict(context)[0])
+    assert list(loaded.recent) == list(memory.recent) and loaded.tokens_learned == 9
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"),
+    ("garbage", "is not an improv session memory"),
+    ("foreign", "another model's vocabulary"),
+])
+def test_an_unreadable_or_foreign_memory_file_says_what_is_wrong(tmp_path, kind, message):
+    path = tmp_path / "m.npz"
+    if kind == "garbage":
+        path.write_bytes(b"not a memory")
+    elif kind == "foreign":
+        SessionMemory(V).save(path, "vocab-b")
+    with pytest.raises(MemoryFileError, match=message):
+        SessionMemory.load(path, "vocab-a", V)
