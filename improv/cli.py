@@ -69,7 +69,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from improv.evaluate import evaluate, markov_path_for
+    from improv import config as config_module
+    from improv.evaluate import evaluate, evaluate_adapted, markov_path_for
     from improv.markov import MarkovModel
     from improv.midi.files import MIDI_SUFFIXES, encode_file
     from improv.errors import MidiFileError
@@ -94,6 +95,12 @@ def cmd_eval(args) -> int:
     result = evaluate(model, sequences, markov)
     result["skipped_files"] = len(skipped)
     result["model"] = str(model.path)
+    if args.adapt:
+        attachment = args.attachment
+        if attachment is None:
+            attachment = config_module.discover(None)[0].memory.attachment
+        config_module.override(config_module.Config(), "memory.attachment", attachment)  # checks the range
+        result["adapt"] = {"files": len(sequences), **evaluate_adapted(model, sequences, attachment)}
     if args.json:
         print(json.dumps(result))
     else:
@@ -103,6 +110,14 @@ def cmd_eval(args) -> int:
               f"model bits/token  {result['model_bits_per_token']:.3f}\n"
               f"Markov bits/token {markov_text}\n"
               f"next-pitch accuracy {result['next_pitch_accuracy'] or 0:.1%}")
+        if args.adapt:
+            adapt = result["adapt"]
+            print(f"second halves, first halves heard (attachment {adapt['attachment']}): "
+                  f"{adapt['adapted_tokens']} tokens, {adapt['adapted_notes']} notes\n"
+                  f"  model alone        {adapt['model_bits_per_token']:.3f} bits/token, "
+                  f"{adapt['model_bits_per_note']:.2f} bits/note\n"
+                  f"  with session memory {adapt['adapted_bits_per_token']:.3f} bits/token, "
+                  f"{adapt['adapted_bits_per_note']:.2f} bits/note")
     for path, reason in skipped.items():
         print(f"skipped: {reason}", file=sys.stderr)
     return 0
@@ -231,6 +246,20 @@ def cmd_play(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from improv.plot import plot_file
+
+    print(f"wrote {plot_file(args.file, args.out)}")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from improv.render import render_file
+
+    print(f"wrote {render_file(args.file, args.out, args.soundfont)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from improv.config import Config
     from improv.paths import user_config_dir
@@ -240,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def allowed(dotted: str) -> str:
         rule = rules(dotted)
-        return f"> {rule['above']:g}" if "above" in rule else f"{rule['low']:g}..{rule['high']:g}"
+        return f"> {rule['above']}" if "above" in rule else f"{rule['low']}..{rule['high']}"
 
     config_help = (f"settings file (default: ./config.yaml, else {user_config_dir() / 'config.yaml'}, "
                    f"else built-in defaults)")
@@ -285,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("dir", help="a folder; every .mid/.midi file under it is scored")
     evaluate.add_argument("--model", help=model_help)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    evaluate.add_argument("--adapt", action="store_true",
+                          help="also score each file's second half with the session memory learning as it "
+                               "goes, each token scored before it is learned (JSON key 'adapt')")
+    evaluate.add_argument("--attachment", type=float,
+                          help=f"with --adapt: how much the memory may lead, {allowed('memory.attachment')} "
+                               f"(default: memory.attachment, {defaults.memory.attachment})")
     evaluate.set_defaults(run=cmd_eval)
 
     run = command("run", "listen on a MIDI input and answer on a MIDI output",
@@ -342,6 +377,23 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--out", required=True, help="output port name or unique part (see improv ports), e.g. improv:in")
     play.add_argument("--backend", default="auto", choices=backends, help="MIDI system (default: auto)")
     play.set_defaults(run=cmd_play)
+
+    plot = command("plot", "draw a MIDI file as a piano roll (PNG)",
+                   "Draw a MIDI file as a piano roll: a session recording's or improv generate's player and "
+                   "improv tracks in two colours (other files: a colour per track or channel), velocity as "
+                   "shade, bar lines when the file sets a tempo. Needs matplotlib: pip install 'improv[plot]'.")
+    plot.add_argument("file", help="a MIDI file (.mid)")
+    plot.add_argument("--out", required=True, help="image to write, e.g. roll.png (the suffix picks the format)")
+    plot.set_defaults(run=cmd_plot)
+
+    render = command("render", "render a MIDI file to a WAV with FluidSynth",
+                     "Render a MIDI file to a WAV file (44.1 kHz) with the fluidsynth program and a General "
+                     "MIDI soundfont (apt-get install fluidsynth fluid-soundfont-gm, or brew install fluid-synth).")
+    render.add_argument("file", help="a MIDI file (.mid)")
+    render.add_argument("--out", required=True, help="WAV file to write, e.g. take.wav")
+    render.add_argument("--soundfont", help="a .sf2 soundfont (default: the first found in "
+                                            "/usr/share/sounds/sf2, /usr/share/soundfonts, /usr/local/share/soundfonts)")
+    render.set_defaults(run=cmd_render)
     return parser
 
 

@@ -92,6 +92,16 @@ class ControlsSection:
     max_polyphony: int | None = setting(28, low=0, high=LAST_KNOB_CC)
     max_note_ms: int | None = setting(29, low=0, high=LAST_KNOB_CC)
     velocity_scale: int | None = setting(30, low=0, high=LAST_KNOB_CC)
+    attachment: int | None = setting(31, low=0, high=LAST_KNOB_CC)
+
+
+@dataclass
+class MemorySection:
+    """The session memory (improv.memory): what the player played, learned live."""
+
+    attachment: float = setting(0.5, low=0.0, high=1.0, knob=(0.0, 1.0))  # 0: the LSTM alone
+    learn_own: bool = False  # also learn improv's own notes that were sent (it can feed on itself)
+    max_contexts: int = setting(100_000, low=1000, high=10_000_000)  # oldest forgotten past this
 
 
 @dataclass
@@ -109,6 +119,7 @@ class Config:
     sampling: SamplingSection = field(default_factory=SamplingSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     controls: ControlsSection = field(default_factory=ControlsSection)
+    memory: MemorySection = field(default_factory=MemorySection)
     recording: RecordingSection = field(default_factory=RecordingSection)
 
     def validate(self) -> "Config":

@@ -62,3 +62,52 @@ def evaluate(model: OnnxModel, sequences: list[np.ndarray], markov: MarkovModel 
         "markov_bits_per_token": markov_bits / predicted if (markov is not None and predicted) else None,
         "next_pitch_accuracy": note_hits / note_targets if note_targets else None,
     }
+
+
+def adapted_scores(model: OnnxModel, tokens: np.ndarray, attachment: float) -> dict:
+    """Prequential scores over the second half of a piece, its first half heard: every token is scored
+    by the LSTM alone and by the LSTM mixed with the session memory, then the memory learns it, as
+    improv learns a player live. Bits per note divide a half's bits by its note-ons."""
+    from improv.memory import SessionMemory
+
+    tokens = np.asarray(tokens, dtype=np.int64)
+    logits = np.concatenate([model.run(tokens[None, start : start + CHUNK_TOKENS], state)[0][0]
+                             for start, state in _chunk_states(model, tokens)])[: len(tokens) - 1]
+    memory = SessionMemory(model.vocab.size)
+    memory.learn(int(tokens[0]))
+    half = (len(tokens) - 1) // 2
+    model_bits = adapted_bits = 0.0
+    for position, target in enumerate(tokens[1:].tolist()):
+        if position >= half:
+            model_bits -= _log_softmax(logits[position])[target] / math.log(2)
+            mixed = memory.mix(logits[position], memory.recent, attachment)  # the logits, when it has no say
+            adapted_bits -= _log_softmax(mixed)[target] / math.log(2)
+        memory.learn(target)
+    on = model.vocab.offset("NOTE_ON")
+    second = tokens[1 + half :]
+    return {"tokens": len(second), "notes": int(((second >= on) & (second < on + 128)).sum()),
+            "model_bits": model_bits, "adapted_bits": adapted_bits}
+
+
+def _chunk_states(model: OnnxModel, tokens: np.ndarray):
+    """(chunk start, the LSTM state before it) for each chunk of a piece, the state carried along."""
+    state = None
+    for start in range(0, len(tokens) - 1, CHUNK_TOKENS):
+        yield start, state
+        _, state = model.run(tokens[None, start : start + CHUNK_TOKENS], state)
+
+
+def evaluate_adapted(model: OnnxModel, sequences: list[np.ndarray], attachment: float) -> dict:
+    totals = {"tokens": 0, "notes": 0, "model_bits": 0.0, "adapted_bits": 0.0}
+    for tokens in sequences:
+        for key, value in adapted_scores(model, tokens, attachment).items():
+            totals[key] += value
+
+    def per(bits: float, count: int) -> float | None:
+        return round(float(bits) / count, 4) if count else None
+
+    return {"attachment": attachment, "adapted_tokens": totals["tokens"], "adapted_notes": totals["notes"],
+            "model_bits_per_token": per(totals["model_bits"], totals["tokens"]),
+            "adapted_bits_per_token": per(totals["adapted_bits"], totals["tokens"]),
+            "model_bits_per_note": per(totals["model_bits"], totals["notes"]),
+            "adapted_bits_per_note": per(totals["adapted_bits"], totals["notes"])}

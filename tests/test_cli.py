@@ -55,6 +55,31 @@ def test_eval_reports_json_with_the_documented_keys(tmp_path):
     assert 0 <= report["next_pitch_accuracy"] <= 1
 
 
+def test_eval_adapt_scores_second_halves_with_the_session_memory():
+    result = improv("eval", CHORALE.parent, "--json", "--adapt", "--attachment", "0.8")
+    assert result.returncode == 0, result.stderr
+    adapt = json.loads(result.stdout)["adapt"]
+    assert adapt["files"] == 2 and adapt["attachment"] == 0.8
+    assert 0 < adapt["adapted_notes"] < adapt["adapted_tokens"]
+    # These pieces repeat their phrases: having heard the first half helps predict the second.
+    assert adapt["adapted_bits_per_note"] < adapt["model_bits_per_note"]
+    assert_clean_error(improv("eval", CHORALE.parent, "--adapt", "--attachment", "2"),
+                       "memory.attachment must be in range 0.0..1.0, got 2.0")
+
+
+def test_adapted_scores_are_prequential(shipped_model):
+    # Each token is scored before the memory learns it. In a piece of distinct tokens no context ever
+    # comes round again, so the memory has no match and no weight: the scores are the model's exactly.
+    # A memory that learned each token before scoring it would have matched its context.
+    import numpy as np
+
+    from improv.evaluate import adapted_scores
+
+    tokens = np.random.default_rng(0).permutation(np.arange(2, shipped_model.vocab.size))
+    scores = adapted_scores(shipped_model, tokens, attachment=1.0)
+    assert scores["adapted_bits"] == pytest.approx(scores["model_bits"], rel=1e-5)
+
+
 def write_midi(path, messages):
     midi = mido.MidiFile()
     track = mido.MidiTrack(messages)
