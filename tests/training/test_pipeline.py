@@ -4,14 +4,12 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mido
 import pytest
 
-from conftest import CHORALE, DATA
+from conftest import CHORALE, DATA, ROOT
 
-ROOT = Path(__file__).parent.parent
 pytest.importorskip("torch", reason="training needs the train extra: pip install '.[train]'")
 pytest.importorskip("music21", reason="training needs the train extra: pip install '.[train]'")
 

@@ -6,19 +6,17 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import CHORALE, DATA, EXPRESSIVE
+from conftest import CHORALE, DATA, EXPRESSIVE, ROOT
 
 pytest.importorskip("torch", reason="training needs the train extra: pip install '.[train]'")
 train = pytest.importorskip("training.train")
 from training import data, export  # noqa: E402
 from training.errors import TrainingError  # noqa: E402
 
-ROOT = Path(__file__).parent.parent
 
 
 def test_packaged_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
