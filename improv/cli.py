@@ -43,10 +43,7 @@ def cmd_generate(args) -> int:
     from improv.midi.files import check_output_path
 
     config, _ = config_module.discover(args.config)
-    for key, value in (("sampling.temperature", args.temperature), ("sampling.top_p", args.top_p),
-                       ("engine.silence_ms", args.silence_ms)):
-        if value is not None:
-            config_module.override(config, key, value)
+    apply_setting_flags(config, args)
     if args.seconds <= 0:
         raise ImprovError(f"--seconds must be > 0, got {args.seconds}")
     check_output_path(args.out)
@@ -123,11 +120,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-RUN_FLAGS = (("model", "model.path"), ("in_port", "midi.input"), ("out_port", "midi.output"),
-             ("mode", "engine.mode"), ("silence_ms", "engine.silence_ms"), ("temperature", "sampling.temperature"),
-             ("channel", "midi.output_channel"), ("backend", "midi.backend"), ("response_ms", "engine.response_ms"))
-
-
 def _setup_logging(verbose: bool) -> None:
     import logging
 
@@ -144,10 +136,7 @@ def cmd_run(args) -> int:
 
     _setup_logging(args.verbose)
     config, config_path = config_module.discover(args.config)
-    for attribute, dotted in RUN_FLAGS:
-        value = getattr(args, attribute)
-        if value is not None:
-            config_module.override(config, dotted, value)
+    apply_setting_flags(config, args)
     if args.no_record:
         config.recording.enabled = False
     if config.recording.enabled:  # a folder that cannot be written stops the start before any port is tried
@@ -260,16 +249,41 @@ def cmd_render(args) -> int:
     return 0
 
 
+SETTING_DEST = "setting:"  # argparse dest prefix of a flag that overrides the config key after it
+
+
+def setting_flag(parser: argparse.ArgumentParser, flag: str, dotted: str, what: str, show_default: bool = True) -> None:
+    """A flag that overrides config key `dotted`: its type, choices, range and default come from the
+    config field, so the help and the checks say what config.yaml says."""
+    from improv.config import Config, setting_fields
+
+    item, rule = setting_fields()[dotted], rules(dotted)
+    section, key = dotted.split(".")
+    default = getattr(getattr(Config(), section), key)
+    kind = {"int": int, "float": float}.get(str(item.type).split(" ")[0], str)
+    allowed = (f", > {rule['above']}" if "above" in rule else
+               f", {rule['low']}..{rule['high']}" if "low" in rule and not isinstance(rule["low"], str) else "")
+    shown = f" (default: {default})" if show_default else ""
+    metavar = None if "choices" in rule else flag.lstrip("-").upper().replace("-", "_")
+    parser.add_argument(flag, dest=SETTING_DEST + dotted, type=kind, choices=rule.get("choices"), metavar=metavar,
+                        help=f"{what}{'' if 'choices' in rule else allowed}{shown}")
+
+
+def apply_setting_flags(config, args) -> None:
+    """Override the config with each setting flag given, checked as the file is."""
+    from improv import config as config_module
+
+    for dest, value in vars(args).items():
+        if dest.startswith(SETTING_DEST) and value is not None:
+            config_module.override(config, dest.removeprefix(SETTING_DEST), value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from improv.config import Config
     from improv.paths import user_config_dir
 
     defaults = Config()
     backends = rules("midi.backend")["choices"]
-
-    def allowed(dotted: str) -> str:
-        rule = rules(dotted)
-        return f"> {rule['above']}" if "above" in rule else f"{rule['low']}..{rule['high']}"
 
     config_help = (f"settings file (default: ./config.yaml, else {user_config_dir() / 'config.yaml'}, "
                    f"else built-in defaults)")
@@ -295,14 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", required=True, help="MIDI file played to the model first, as the player")
     generate.add_argument("--out", required=True, help="MIDI file to write: seed and continuation on two tracks")
     generate.add_argument("--seconds", type=float, default=10.0, help="length of the continuation (default: 10)")
-    generate.add_argument("--temperature", type=float,
-                          help=f"sampling temperature {allowed('sampling.temperature')}, lower is safer "
-                               f"(default: {defaults.sampling.temperature})")
-    generate.add_argument("--top-p", type=float,
-                          help=f"sample from the likeliest tokens covering this probability, "
-                               f"{allowed('sampling.top_p')} (default: {defaults.sampling.top_p})")
-    generate.add_argument("--silence-ms", type=int,
-                          help=f"pause after the seed before the answer (default: {defaults.engine.silence_ms})")
+    setting_flag(generate, "--temperature", "sampling.temperature", "sampling temperature: lower is safer")
+    setting_flag(generate, "--top-p", "sampling.top_p", "sample from the likeliest tokens covering this probability")
+    setting_flag(generate, "--silence-ms", "engine.silence_ms", "pause after the seed before the answer")
     generate.add_argument("--model", help=model_help)
     generate.add_argument("--config", help=config_help)
     generate.add_argument("--random-seed", type=int,
@@ -318,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also score each file's second half with the session memory learning as it "
                                "goes, each token scored before it is learned (JSON key 'adapt')")
     evaluate.add_argument("--attachment", type=float,
-                          help=f"with --adapt: how much the memory may lead, {allowed('memory.attachment')} "
+                          help=f"with --adapt: how much the memory may lead, 0..1 "
                                f"(default: memory.attachment, {defaults.memory.attachment})")
     evaluate.set_defaults(run=cmd_eval)
 
@@ -326,26 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
                   "The daemon: listen on a MIDI input and answer on a MIDI output, until Ctrl-C. Flags override "
                   "the config file; every setting is described in config.yaml.")
     run.add_argument("--config", help=config_help)
-    run.add_argument("--model", help=model_help)
-    run.add_argument("--in", dest="in_port",
-                     help="connect to this input port (name or unique part; see improv ports) "
-                          "(default: open improv's own input)")
-    run.add_argument("--out", dest="out_port", help="connect to this output port (default: open improv's own output)")
-    run.add_argument("--mode", choices=rules("engine.mode")["choices"],
-                     help=f"call-response answers when you stop; continuous plays along (default: {defaults.engine.mode})")
-    run.add_argument("--silence-ms", type=int,
-                     help=f"call-response: answer after this much silence with all keys up, "
-                          f"{allowed('engine.silence_ms')} (default: {defaults.engine.silence_ms})")
-    run.add_argument("--temperature", type=float,
-                     help=f"sampling temperature {allowed('sampling.temperature')}, lower is safer, higher is wilder "
-                          f"(default: {defaults.sampling.temperature})")
-    run.add_argument("--response-ms", type=int,
-                     help=f"longest answer (call-response), play-on time after you stop (continuous), "
-                          f"{allowed('engine.response_ms')} (default: {defaults.engine.response_ms})")
-    run.add_argument("--channel", type=int,
-                     help=f"output channel {allowed('midi.output_channel')} (default: {defaults.midi.output_channel})")
-    run.add_argument("--backend", choices=backends,
-                     help=f"MIDI system; auto prefers JACK when a server runs (default: {defaults.midi.backend})")
+    setting_flag(run, "--model", "model.path", model_help, show_default=False)
+    setting_flag(run, "--in", "midi.input", "connect to this input port (name or unique part; see improv ports) "
+                                            "(default: open improv's own input)", show_default=False)
+    setting_flag(run, "--out", "midi.output", "connect to this output port (default: open improv's own output)",
+                 show_default=False)
+    setting_flag(run, "--mode", "engine.mode", "call-response answers when you stop; continuous plays along")
+    setting_flag(run, "--silence-ms", "engine.silence_ms", "call-response: answer after this much silence with all "
+                                                           "keys up")
+    setting_flag(run, "--temperature", "sampling.temperature", "sampling temperature: lower is safer, higher wilder")
+    setting_flag(run, "--response-ms", "engine.response_ms", "longest answer (call-response), play-on time after "
+                                                             "you stop (continuous)")
+    setting_flag(run, "--channel", "midi.output_channel", "output channel")
+    setting_flag(run, "--backend", "midi.backend", "MIDI system; auto prefers JACK when a server runs")
     run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")
     run.add_argument("--verbose", action="store_true", help="log every event instead of a status line")
     run.set_defaults(run=cmd_run)

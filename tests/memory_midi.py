@@ -11,9 +11,9 @@ from improv.errors import PortError
 from improv.midi.messages import RawInput
 
 
-class MemoryInput:
-    def __init__(self, system: "MemoryMidi", name: str, wanted: str | None, enqueue, clock):
-        self.system, self.name, self.wanted, self.enqueue, self.clock = system, name, wanted, enqueue, clock
+class MemoryPort:
+    def __init__(self, system: "MemoryMidi", name: str, wanted: str | None):
+        self.system, self.name, self.wanted = system, name, wanted
         self.closed = False
 
     def still_connected(self) -> bool:
@@ -26,27 +26,20 @@ class MemoryInput:
         self.closed = True
 
 
-class MemoryOutput:
-    handover_s = 0.0
+class MemoryInput(MemoryPort):
+    def __init__(self, system: "MemoryMidi", name: str, wanted: str | None, enqueue):
+        super().__init__(system, name, wanted)
+        self.enqueue = enqueue
 
-    def __init__(self, system: "MemoryMidi", name: str, wanted: str | None):
-        self.system, self.name, self.wanted = system, name, wanted
-        self.closed = False
+
+class MemoryOutput(MemoryPort):
+    handover_s = 0.0
 
     def send(self, data: list[int], due_s: float | None = None) -> None:
         if self.closed or self.system.gone or not self.still_connected():
             raise PortError(f"cannot send to {self.name}: it went away")
         with self.system.lock:
             self.system.sent.append((self.system.clock(), list(data)))
-
-    def still_connected(self) -> bool:
-        return self.wanted is None or self.wanted in self.system.present
-
-    def server_gone(self) -> bool:
-        return self.system.gone
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class MemoryMidi:
@@ -71,7 +64,7 @@ class MemoryMidi:
 
     def open_input(self, client_name, port, enqueue, clock) -> MemoryInput:
         self._check(port)
-        self.inputs.append(MemoryInput(self, port or f"{client_name}:in", port, enqueue, clock))
+        self.inputs.append(MemoryInput(self, port or f"{client_name}:in", port, enqueue))
         return self.inputs[-1]
 
     def open_output(self, client_name, port, clock) -> MemoryOutput:
