@@ -9,6 +9,10 @@ Generation runs `lookahead_ms` ahead of the clock; each generated note waits in 
 checkpoint of the model state after it. When a note is sent, its checkpoint becomes the committed
 state. When the player plays over notes not yet sent, they are dropped and the model returns to the
 committed state, so its context is exactly what was heard (never re-run over the phrase).
+
+The session memory (improv.memory) learns the stream as it is committed, so it too learns only what
+was heard; by default only the player's tokens, so that improv does not feed on its own output. Its
+prediction is mixed into the model's before each generated token is sampled.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 
 from improv.config import Config
 from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent, Vocabulary
+from improv.memory import SessionMemory
 from improv.sampling import MaskBuilder, sample
 
 MAX_TOKENS_PER_POLL = 512  # a model that never advances time cannot hold the engine
@@ -90,6 +95,7 @@ class Checkpoint:
     encoder: Encoder
     decoder: Decoder
     tokens_fed: int
+    recent: tuple[int, ...]  # the last tokens fed: the session memory's context
 
 
 class Pending(NamedTuple):
@@ -102,8 +108,11 @@ class Engine:
     goes with a `panic`, as the daemon makes it: one mode's state is not carried into the other."""
 
     def __init__(self, model: SteppedModel, config: Config, now_s: float, rng: np.random.Generator | None = None,
-                 *, record_history: bool = False, emit: Callable[[NoteEvent], None] | None = None):
+                 *, record_history: bool = False, emit: Callable[[NoteEvent], None] | None = None,
+                 memory: SessionMemory | None = None):
         self.model, self.config = model, config
+        self.memory = memory if memory is not None else SessionMemory(model.vocab.size,
+                                                                      max_contexts=config.memory.max_contexts)
         self.record_history = record_history  # keep every token the model was fed (tests, debugging)
         # Sends a note at once (the daemon's output). A generated note already due then goes out
         # before the model steps on it, which takes that step off the path from decision to sound.
@@ -130,6 +139,8 @@ class Engine:
         self.encoder = Encoder(self.vocab, origin_s=now_s, max_shift_s=self.config.engine.max_gap_ms / 1000)
         self.decoder = Decoder(self.vocab, origin_s=now_s)
         self.tokens_fed = 0
+        self.recent: deque[int] = deque(maxlen=self.memory.max_order)  # the last tokens fed, heard or not
+        self.uncommitted: list[tuple[int, bool]] = []  # (token, the player's) fed since the last commit
         self.logits = self._step(self.vocab.special("START"))
         self.pending: deque[Pending] = deque()
         self.sent: dict[int, float] = {}  # improv notes sounding on the output: pitch -> onset time
@@ -139,11 +150,28 @@ class Engine:
         # When the answer under way ends. Its own field: a continuous answer's end moves with every
         # message heard, while the state stays.
         self.answer_end_s: float | None = None
+        self.uncommitted.clear()  # START is the model's, not the player's
         self.committed = self._checkpoint()
+
+    def forget(self, now_s: float) -> None:
+        """A new piece: the session memory and the model's state both start again."""
+        self.memory.clear()
+        self.reset(now_s)
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self.model.snapshot(), self.logits.copy(), self.encoder.copy(), self.decoder.copy(),
-                          self.tokens_fed)
+                          self.tokens_fed, tuple(self.recent))
+
+    def _commit(self, checkpoint: Checkpoint) -> None:
+        """What was fed up to `checkpoint` has been heard: it becomes the state a rollback returns to,
+        and the session memory learns it."""
+        heard = checkpoint.tokens_fed - self.committed.tokens_fed
+        learn_own = self.config.memory.learn_own
+        for token, players in self.uncommitted[:heard]:
+            if players or learn_own:
+                self.memory.learn(token)
+        del self.uncommitted[:heard]
+        self.committed = checkpoint
 
     def _rollback(self) -> None:
         """Drop what was generated but not sent; the model returns to what was heard."""
@@ -153,15 +181,22 @@ class Engine:
             self.model.restore(c.state)
             self.logits = c.logits.copy()
             self.encoder, self.decoder, self.tokens_fed = c.encoder.copy(), c.decoder.copy(), c.tokens_fed
+            self.recent.clear()
+            self.recent.extend(c.recent)
+            self.uncommitted.clear()
             if self.history is not None:
                 del self.history[c.tokens_fed :]
                 while self.history_calls and self.history_calls[-1] > c.tokens_fed:
                     self.history_calls.pop()
 
-    def _feed(self, tokens: list[int]) -> np.ndarray:
+    def _feed(self, tokens: list[int], players: bool = False, in_context: bool = True) -> np.ndarray:
         """Feed tokens in one model call and return the next-token logits. Heard events come as a
         few tokens at once (time shift, velocity, note): one call for them costs less time than a
-        step for each."""
+        step for each. `players`: the tokens are the player's (the memory learns those by default).
+        `in_context`: the memory matches them too (not the pause before an answer, see _start_answer)."""
+        if in_context:
+            self.recent.extend(tokens)
+        self.uncommitted.extend((token, players) for token in tokens)
         started = time.perf_counter_ns()
         if len(tokens) == 1:
             logits = self.model.step(tokens[0])
@@ -208,9 +243,9 @@ class Engine:
         self.state = State.LISTENING  # whatever was heard is no longer owed an answer
 
     # -- heard events: the player's, and improv's own releases --------------------------------
-    def _feed_heard(self, tokens: list[int]) -> None:
+    def _feed_heard(self, tokens: list[int], players: bool = False, in_context: bool = True) -> None:
         if tokens:
-            self.logits = self._feed(tokens)
+            self.logits = self._feed(tokens, players, in_context)
         # Generation continues from the heard context's time and velocity.
         self.decoder.origin_s, self.decoder.cursor_steps = self.encoder.origin_s, self.encoder.cursor_steps
         if self.encoder.velocity_bin is not None:
@@ -257,11 +292,11 @@ class Engine:
             self.sent.pop(msg.note)
             self.decoder.sounding.pop(msg.note, None)
             out.append(NoteEvent(now_s, msg.note, 0))
-        self._feed_heard(self.encoder.feed(now_s, msg))
+        self._feed_heard(self.encoder.feed(now_s, msg), players=True)
         self._align_decoder(now_s)
         self.last_player_s = now_s
         self._player_heard(now_s, key_struck)
-        self.committed = self._checkpoint()
+        self._commit(self._checkpoint())
         return out
 
     def _interrupt(self, now_s: float) -> list[NoteEvent]:
@@ -296,7 +331,7 @@ class Engine:
         while self.pending and self.pending[0].event.time_s <= now_s:
             item = self.pending.popleft()
             out.append(self._mark_sent(item.event))
-            self.committed = item.checkpoint
+            self._commit(item.checkpoint)
         self.poll_now_s = float("-inf")
         return out
 
@@ -329,7 +364,10 @@ class Engine:
         """Begin generating the answer, speculatively: until its first note is sent, a key from the
         player rolls it back (silence included) to the last thing actually heard."""
         start_s = self._answer_start_s()
-        self._feed_heard(self.encoder.advance_to(start_s))  # the silence before the answer
+        # The model hears the silence before the answer; the memory's context skips it, so the answer
+        # is matched against what the player played next after the phrase's last notes, as a
+        # continuation of the phrase (the Continuator's way), not after a pause it never heard.
+        self._feed_heard(self.encoder.advance_to(start_s), in_context=False)
         self._align_decoder(start_s)
         self._answer_starts(start_s)
 
@@ -350,7 +388,10 @@ class Engine:
         onset_now = self.state in (State.STARTING, State.REACTING)
         allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, onset_now, releasable,
                                    velocity_first=self.state is not State.REACTING)
-        self.feed_generated(sample(self.logits, sampling.temperature, sampling.top_p, self.rng, allowed))
+        logits, looked_past = self.memory.mix(self.logits, self.recent, self.config.memory.attachment, allowed)
+        token = sample(logits, sampling.temperature, sampling.top_p, self.rng, allowed)
+        self.recent.extend(looked_past)  # the memory's context goes on as if improv had played them too
+        self.feed_generated(token)
 
     def feed_generated(self, token: int) -> None:
         """Feed a token as improv's own: notes wait in `pending`, time shifts respect max_note_ms."""
@@ -397,7 +438,7 @@ class Engine:
         if events:
             checkpoint = self._checkpoint()
             if early:
-                self.committed = checkpoint
+                self._commit(checkpoint)
             else:
                 for event in events:
                     self.pending.append(Pending(event, checkpoint))
@@ -422,7 +463,7 @@ class Engine:
         out = self._release_sent(now_s)
         self.keys_down.clear()
         self._feed_heard(self.encoder.release_all(now_s))
-        self.committed = self._checkpoint()
+        self._commit(self._checkpoint())
         return out
 
     def stop(self, now_s: float) -> list[NoteEvent]:

@@ -80,7 +80,7 @@ def adapted_scores(model: OnnxModel, tokens: np.ndarray, attachment: float) -> d
     for position, target in enumerate(tokens[1:].tolist()):
         if position >= half:
             model_bits -= _log_softmax(logits[position])[target] / math.log(2)
-            mixed = memory.mix(logits[position], memory.recent, attachment)  # the logits, when it has no say
+            mixed, _ = memory.mix(logits[position], memory.recent, attachment)  # the logits, when it has no say
             adapted_bits -= _log_softmax(mixed)[target] / math.log(2)
         memory.learn(target)
     on = model.vocab.offset("NOTE_ON")

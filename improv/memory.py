@@ -30,6 +30,7 @@ MAX_CONTEXTS = 100_000
 WEIGHT_PER_ORDER = 0.2  # the memory's weight per matched context token, before `attachment` scales it
 MAX_WEIGHT = 0.9  # the LSTM always keeps a share: the memory alone cannot produce what it never heard
 FORMAT = "improv-session-memory-1"
+MAX_LOOKED_PAST = 2  # tokens the memory may look past to find one improv is allowed to play
 FEW_TYPES = 6  # up to this many next tokens, a Python loop beats building arrays for them
 
 
@@ -110,19 +111,40 @@ class SessionMemory:
         """How much of the mix is the memory's: none with no match, more the longer the match."""
         return attachment * min(MAX_WEIGHT, WEIGHT_PER_ORDER * matched_order)
 
-    def mix(self, logits: np.ndarray, context, attachment: float) -> np.ndarray:
-        """The LSTM's next-token logits mixed with the memory's prediction, as logits again (log
-        probabilities), so temperature, top-p and masks apply to the mix as they did to the LSTM."""
+    def mix(self, logits: np.ndarray, context, attachment: float,
+            allowed: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+        """(the LSTM's next-token logits mixed with the memory's prediction, the tokens the memory
+        looked past). The mix is logits again (log probabilities), so temperature, top-p and masks
+        apply to it as they did to the LSTM. With `allowed` (a boolean mask of the tokens that may
+        come next), each side's prediction is taken among those tokens before they are mixed; and
+        where the player went on with a token improv may not play now (a short pause where improv
+        must begin with a note), the memory looks past it to what the player played after it. The
+        caller adds the tokens looked past to the memory's context, so the match goes on."""
         if attachment <= 0 or self.tokens_learned == 0:
-            return logits
+            return logits, ()
         p_memory, matched = self.predict(context)
+        looked_past: tuple[int, ...] = ()
+        if allowed is not None:
+            context = tuple(context)
+            while len(looked_past) < MAX_LOOKED_PAST:
+                token = int(np.argmax(p_memory))
+                if allowed[token]:
+                    break
+                p_after, matched_after = self.predict((*context, *looked_past, token))
+                if matched_after == 0:
+                    break
+                p_memory, matched, looked_past = p_after, matched_after, (*looked_past, token)
         w = self.weight(matched, attachment)
         if w <= 0:
-            return logits
+            return logits, ()
         p_model = np.exp(logits - logits.max())
+        if allowed is not None:
+            p_model *= allowed
+            p_memory *= allowed
         p_model *= (1 - w) / p_model.sum()
-        p_model += w * p_memory
-        return np.log(p_model, dtype=np.float32)
+        p_model += p_memory * (w / p_memory.sum())
+        with np.errstate(divide="ignore"):  # masked tokens weigh 0: log 0 is -inf, as a mask makes it
+            return np.log(p_model, dtype=np.float32), looked_past
 
     # -- keeping it between sessions ------------------------------------------------------------
     def save(self, path: str | os.PathLike, vocab_spec: str) -> None:

@@ -237,6 +237,9 @@ def as_heard(velocity):
 
 
 def scripted_engine(logits_for, emit=None, **changes):
+    """The engine on a scripted model. The session memory has no say unless a test gives it one, so
+    the tokens generated are exactly the script's."""
+    changes.setdefault("memory__attachment", 0.0)
     model = ScriptedModel(logits_for, V)
     engine, clock = make_engine(model, emit=emit, **changes)
     return engine, model, clock
@@ -385,3 +388,38 @@ def test_continuous_mode_from_silence_samples_improvs_note_straight_from_the_pla
     assert emitted == [(NoteEvent(1.0, 71, as_heard(velocity)), heard)]  # out before its model step
     assert model.history == heard + [ON(71)]
     assert model.calls == [("reset", ()), ("step", (START,)), ("prime", tuple(heard[1:])), ("step", (ON(71),))]
+
+
+@pytest.mark.parametrize("learn_own", [False, True])
+def test_the_session_memory_learns_what_was_heard_and_nothing_rolled_back(learn_own):
+    engine, model, clock = scripted_engine(melody(V), engine__silence_ms=300, engine__lookahead_ms=500,
+                                           memory__learn_own=learn_own)
+    played = [(0.0, Msg("note_on", 60, 80)), (0.2, Msg("note_off", 60, 0)),
+              (0.3, Msg("note_on", 62, 80)), (0.5, Msg("note_off", 62, 0))]
+    perform(engine, clock, played)
+    run_until(engine, clock, 1.05)  # improv's notes 70, 72, 74 sound; 76 and 78 are generated ahead
+    engine.on_player(1.05, Msg("note_on", 50, 80))  # the player plays over them: they are dropped
+
+    # The player's tokens; the silence before the answer and improv's notes (and the time to the
+    # interruption, heard as improv's release) are improv's.
+    players = [velocity_token(80), ON(60), SHIFT(20), OFF(60), SHIFT(10), ON(62), SHIFT(20), OFF(62), ON(50)]
+    heard = model.history[1:]  # everything after START that the model kept: what was heard
+    expected = heard if learn_own else players
+    assert engine.memory.tokens_learned == len(expected)
+    np.testing.assert_array_equal(engine.memory.unigram, np.bincount(expected, minlength=V.size))
+    assert engine.memory.unigram[ON(76)] == engine.memory.unigram[ON(78)] == 0  # generated, never sent
+
+
+def test_a_high_attachment_answers_with_the_players_own_line():
+    # The scripted model wants one pitch for ever; the player has played a motif three times. With the
+    # memory leading, improv continues the motif instead.
+    motif = (60, 64, 67, 64)
+    engine, model, clock = scripted_engine(lambda history: favour(V, ON(90), OFF(90), SHIFT(20)),
+                                           memory__attachment=1.0, sampling__temperature=0.3,
+                                           engine__silence_ms=300, engine__response_ms=1500)
+    perform(engine, clock, phrase(0.0, motif * 3, step_s=0.2))
+    out = run_until(engine, clock, 5.0)
+    answered = [e.pitch for e in out if e.is_on]
+    assert answered, "no answer"
+    from_motif = sum(pitch in motif for pitch in answered)
+    assert from_motif / len(answered) > 0.5, answered

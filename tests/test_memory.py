@@ -41,10 +41,10 @@ def test_mixing_follows_the_player_after_a_long_match_and_is_the_lstm_alone_at_a
     memory.learn_all([4, 5, 6, 7, 8] * 3)
     logits = np.zeros(V, np.float32)
     logits[9] = 4.0  # the LSTM would play 9
-    mixed = memory.mix(logits, [4, 5, 6, 7], attachment=1.0)
+    mixed, _ = memory.mix(logits, [4, 5, 6, 7], attachment=1.0)
     assert np.exp(mixed.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
     assert int(np.argmax(mixed)) == 8  # the player always went on with 8
-    assert memory.mix(logits, [4, 5, 6, 7], attachment=0.0) is logits
+    assert memory.mix(logits, [4, 5, 6, 7], attachment=0.0)[0] is logits
 
 
 def test_the_memory_is_bounded_and_forgets_the_least_recently_heard_first():
