@@ -128,7 +128,10 @@ def _setup_logging(verbose: bool) -> None:
 
 def cmd_run(args) -> int:
     from improv import config as config_module
+    import logging
+
     from improv.daemon import Daemon
+    from improv.memory import load_or_empty
     from improv.model import OnnxModel
     from improv.midi.backend import Backend, choose_backend
     from improv.midi.recording import prepare_folder
@@ -142,8 +145,13 @@ def cmd_run(args) -> int:
     if config.recording.enabled:  # a folder that cannot be written stops the start before any port is tried
         config.recording.folder = str(prepare_folder(config.recording.folder))
     model = OnnxModel(config.model.path)
+    memory = None
+    if args.memory is not None:
+        memory = load_or_empty(args.memory, model.vocab.to_json(), model.vocab.size, config.memory.max_contexts,
+                               logging.getLogger("improv").error)
     backend = Backend(choose_backend(config.midi.backend))
-    daemon = Daemon(config, model, backend, config_source=str(config_path) if config_path else "built-in defaults")
+    daemon = Daemon(config, model, backend, config_source=str(config_path) if config_path else "built-in defaults",
+                    memory=memory)
     status = StatusLine(daemon.status_line, enabled=not args.verbose)
     try:
         return daemon.run(status.update)
@@ -312,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(generate, "--temperature", "sampling.temperature", "sampling temperature: lower is safer")
     setting_flag(generate, "--top-p", "sampling.top_p", "sample from the likeliest tokens covering this probability")
     setting_flag(generate, "--silence-ms", "engine.silence_ms", "pause after the seed before the answer")
+    setting_flag(generate, "--attachment", "memory.attachment", "how much the continuation follows the seed, "
+                                                                "learned as the player's: 0 the model alone")
     generate.add_argument("--model", help=model_help)
     generate.add_argument("--config", help=config_help)
     generate.add_argument("--random-seed", type=int,
@@ -348,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "you stop (continuous)")
     setting_flag(run, "--channel", "midi.output_channel", "output channel")
     setting_flag(run, "--backend", "midi.backend", "MIDI system; auto prefers JACK when a server runs")
+    setting_flag(run, "--attachment", "memory.attachment", "how much improv follows what you played: 0 the model "
+                                                           "alone, 1 as much of you as the session memory can give")
+    run.add_argument("--memory", metavar="FILE",
+                     help="start from a saved session memory (NAME.memory.npz beside a recording; default: empty)")
     run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")
     run.add_argument("--verbose", action="store_true", help="log every event instead of a status line")
     run.set_defaults(run=cmd_run)

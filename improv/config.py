@@ -24,12 +24,14 @@ BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
 
 def setting(default: Any, *, low: float | str | None = None, high: float | None = None, above: float | None = None,
             choices: tuple | None = None, knob: tuple[float, float] | None = None,
-            knob_values: tuple | None = None) -> Any:
+            knob_values: tuple | None = None, action: bool = False) -> Any:
     """A config field and everything allowed for it, declared once: `low`..`high` inclusive (`low`
     may name a sibling field), `above` an exclusive lower bound, `choices` the allowed values. A
     setting a MIDI CC can turn has `knob`, the span the CC's value 0..127 sweeps, or `knob_values`,
-    values the CC's range is split evenly between."""
-    rules = {"low": low, "high": high, "above": above, "choices": choices, "knob": knob, "knob_values": knob_values}
+    values the CC's range is split evenly between. A control with `action` does something when its
+    CC comes (any value) instead of turning a setting."""
+    rules = {"low": low, "high": high, "above": above, "choices": choices, "knob": knob, "knob_values": knob_values,
+             "action": action or None}
     return field(default=default, metadata={k: v for k, v in rules.items() if v is not None})
 
 
@@ -80,7 +82,8 @@ LAST_KNOB_CC = FIRST_CHANNEL_MODE_CC - 1  # CC 120..127 are channel mode message
 
 @dataclass
 class ControlsSection:
-    """MIDI CC numbers that change settings live: each field names the setting it turns (its `knob`)."""
+    """MIDI CC numbers that change settings live: each field names the setting it turns (its `knob`),
+    or, marked `action`, what the CC does."""
 
     temperature: int | None = setting(21, low=0, high=LAST_KNOB_CC)
     top_p: int | None = setting(22, low=0, high=LAST_KNOB_CC)
@@ -93,6 +96,7 @@ class ControlsSection:
     max_note_ms: int | None = setting(29, low=0, high=LAST_KNOB_CC)
     velocity_scale: int | None = setting(30, low=0, high=LAST_KNOB_CC)
     attachment: int | None = setting(31, low=0, high=LAST_KNOB_CC)
+    reset: int | None = setting(32, low=0, high=LAST_KNOB_CC, action=True)  # a new piece: forget the session
 
 
 @dataclass
@@ -140,6 +144,12 @@ def setting_fields() -> dict[str, dataclasses.Field]:
 def rules(dotted: str) -> dict:
     """What is allowed for a setting, as declared on its field: low, high, above, choices, knob."""
     return dict(setting_fields()[dotted].metadata)
+
+
+@functools.cache
+def actions() -> tuple[str, ...]:
+    """The controls that act instead of turning a setting."""
+    return tuple(item.name for item in fields(ControlsSection) if item.metadata.get("action"))
 
 
 @functools.cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from improv.config import Config, knobs, rules
+from improv.config import Config, actions, knobs, rules
 
 CC_VALUE_MAX = 127
 
@@ -24,10 +24,15 @@ def knob_value(dotted: str, cc_value: int) -> Any:
     return round(value) if isinstance(low, int) and isinstance(high, int) else round(value, 3)
 
 
+def action_for(config: Config, control: int) -> str | None:
+    """The action (a `controls.*` name marked action, such as "reset") this CC triggers, if any."""
+    return next((name for name in actions() if getattr(config.controls, name) == control), None)
+
+
 def apply_control(config: Config, control: int, value: int) -> tuple[str, Any] | None:
-    """Apply a CC to the live config if it is mapped; returns (dotted key, new value) or None."""
+    """Apply a CC to the live config if it turns a setting; returns (dotted key, new value) or None."""
     for setting, cc in vars(config.controls).items():
-        if cc is None or cc != control:
+        if cc is None or cc != control or setting in actions():
             continue
         dotted = knobs()[setting]
         section_name = dotted.split(".")[0]

@@ -19,13 +19,14 @@ from collections import Counter, deque
 from typing import Callable
 
 from improv.config import Config
-from improv.controls import apply_control
+from improv.controls import action_for, apply_control
 from improv.engine import Engine
 from improv.errors import PortError
 from improv.events import NoteEvent
 from improv.midi.guard import OutputGuard
 from improv.midi.messages import CC_SUSTAIN, CONTROL_CHANGE, PANIC_CONTROLS, RawInput, is_note, note_bytes
 from improv.midi.ports import MidiSystem, parse
+from improv.memory import SessionMemory, memory_path_for
 from improv.midi.recording import SessionRecorder
 
 log = logging.getLogger("improv")
@@ -87,14 +88,14 @@ class Backlog:
 
 class Daemon:
     def __init__(self, config: Config, model, midi_system: MidiSystem, clock: Callable[[], float] = time.monotonic,
-                 config_source: str = "built-in defaults"):
+                 config_source: str = "built-in defaults", memory: SessionMemory | None = None):
         self.config, self.model, self.midi_system, self.clock = config, model, midi_system, clock
         self.config_source = config_source
         self.queue: queue.SimpleQueue = queue.SimpleQueue()  # the callback's side: put never blocks
         self.backlog = Backlog()
         self.counts: Counter = Counter()  # malformed, ignored, engine_errors
         self.start_s = clock()
-        self.engine = Engine(model, config, self.start_s,
+        self.engine = Engine(model, config, self.start_s, memory=memory,
                              emit=lambda event: self._send([event], self.clock()))  # a due note leaves at once
         midi = config.midi
         # The recording folder is checked before any port opens: a bad one stops the start cleanly.
@@ -228,6 +229,11 @@ class Daemon:
             self.engine.panic(now)
             self.guard.release_all()
             return
+        if action_for(self.config, control) == "reset":
+            log.info("reset (CC %d): a new piece; the session memory and the model's state start again", control)
+            self._send(self.engine.panic(now), now)
+            self.engine.forget(now)
+            return
         before = (self.config.engine.enabled, self.config.engine.mode)
         changed = apply_control(self.config, control, value)
         if changed is None:
@@ -297,6 +303,7 @@ class Daemon:
         if self.recorder is not None:
             self.recorder.close()
             log.info("session recorded to %s", self.recorder.path)
+            self._save_memory(memory_path_for(self.recorder.path))
         # Every note is released and the take is saved: should closing a MIDI client ever hang,
         # exit (with the threads' stacks on stderr) rather than never.
         faulthandler.dump_traceback_later(CLOSE_TIMEOUT_S, exit=True)
@@ -306,6 +313,14 @@ class Daemon:
                     port.close()
         finally:
             faulthandler.cancel_dump_traceback_later()
+
+    def _save_memory(self, path) -> None:
+        """Beside the recording, so the next set can start where this one ended (improv run --memory)."""
+        try:
+            self.engine.memory.save(path, self.model.vocab.to_json())
+            log.info("session memory saved to %s (improv run --memory %s starts from it)", path, path)
+        except OSError as err:
+            log.error("cannot save the session memory to %s: %s", path, err)
 
     # -- status -----------------------------------------------------------------------------------
     def status_line(self) -> str:

@@ -20,6 +20,7 @@ import json
 import os
 from collections import OrderedDict, deque
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,6 +33,22 @@ MAX_WEIGHT = 0.9  # the LSTM always keeps a share: the memory alone cannot produ
 FORMAT = "improv-session-memory-1"
 MAX_LOOKED_PAST = 2  # tokens the memory may look past to find one improv is allowed to play
 FEW_TYPES = 6  # up to this many next tokens, a Python loop beats building arrays for them
+
+
+def memory_path_for(recording: str | os.PathLike) -> Path:
+    """A session's memory file lies beside its recording: NAME.mid -> NAME.memory.npz."""
+    return Path(recording).with_suffix(".memory.npz")
+
+
+def load_or_empty(path: str | os.PathLike, vocab_spec: str, vocab_size: int, max_contexts: int,
+                  warn: Callable[[str], None]) -> "SessionMemory":
+    """A saved memory, or, when the file cannot be used, an empty one and one line through `warn`
+    saying why: a set does not fail to start over a memory."""
+    try:
+        return SessionMemory.load(path, vocab_spec, vocab_size, max_contexts)
+    except MemoryFileError as err:
+        warn(f"{err}; starting with an empty session memory")
+        return SessionMemory(vocab_size, max_contexts=max_contexts)
 
 
 class MemoryFileError(ImprovError, ValueError):
