@@ -60,6 +60,11 @@ class SteppedModel(Protocol):
         """Return to a state `snapshot` gave."""
 
 
+def _probability(logits: np.ndarray, token: int) -> float:
+    shifted = np.exp(logits - logits.max())
+    return float(shifted[token] / shifted.sum())
+
+
 class State(Enum):
     """What improv is doing. Every change of state is in Engine's "state machine" section:
 
@@ -140,7 +145,8 @@ class Engine:
         self.decoder = Decoder(self.vocab, origin_s=now_s)
         self.tokens_fed = 0
         self.recent: deque[int] = deque(maxlen=self.memory.max_order)  # the last tokens fed, heard or not
-        self.uncommitted: list[tuple[int, bool]] = []  # (token, the player's) fed since the last commit
+        # (token, the player's, the model's probability of it when known) fed since the last commit
+        self.uncommitted: list[tuple[int, bool, float | None]] = []
         self.logits = self._step(self.vocab.special("START"))
         self.pending: deque[Pending] = deque()
         self.sent: dict[int, float] = {}  # improv notes sounding on the output: pitch -> onset time
@@ -167,9 +173,9 @@ class Engine:
         and the session memory learns it."""
         heard = checkpoint.tokens_fed - self.committed.tokens_fed
         learn_own = self.config.memory.learn_own
-        for token, players in self.uncommitted[:heard]:
+        for token, players, p_model in self.uncommitted[:heard]:
             if players or learn_own:
-                self.memory.learn(token)
+                self.memory.learn(token, p_model)
         del self.uncommitted[:heard]
         self.committed = checkpoint
 
@@ -196,7 +202,11 @@ class Engine:
         `in_context`: the memory matches them too (not the pause before an answer, see _start_answer)."""
         if in_context:
             self.recent.extend(tokens)
-        self.uncommitted.extend((token, players) for token in tokens)
+        # The memory's weights learn from how likely the model found the player's tokens. Several come
+        # in one call, which gives the model's logits before the first only: that one teaches them.
+        first_p = _probability(self.logits, tokens[0]) if players else None
+        self.uncommitted.append((tokens[0], players, first_p))
+        self.uncommitted.extend((token, players, None) for token in tokens[1:])
         started = time.perf_counter_ns()
         if len(tokens) == 1:
             logits = self.model.step(tokens[0])

@@ -71,30 +71,31 @@ def adapted_scores(model: OnnxModel, tokens: np.ndarray, attachment: float) -> d
     from improv.memory import SessionMemory
 
     tokens = np.asarray(tokens, dtype=np.int64)
-    logits = np.concatenate([model.run(tokens[None, start : start + CHUNK_TOKENS], state)[0][0]
-                             for start, state in _chunk_states(model, tokens)])[: len(tokens) - 1]
+    logits = _all_logits(model, tokens)
     memory = SessionMemory(model.vocab.size)
     memory.learn(int(tokens[0]))
     half = (len(tokens) - 1) // 2
     model_bits = adapted_bits = 0.0
     for position, target in enumerate(tokens[1:].tolist()):
+        log_p = _log_softmax(logits[position])
         if position >= half:
-            model_bits -= _log_softmax(logits[position])[target] / math.log(2)
+            model_bits -= log_p[target] / math.log(2)
             mixed, _ = memory.mix(logits[position], memory.recent, attachment)  # the logits, when it has no say
             adapted_bits -= _log_softmax(mixed)[target] / math.log(2)
-        memory.learn(target)
+        memory.learn(target, float(np.exp(log_p[target])))
     on = model.vocab.offset("NOTE_ON")
     second = tokens[1 + half :]
     return {"tokens": len(second), "notes": int(((second >= on) & (second < on + 128)).sum()),
             "model_bits": model_bits, "adapted_bits": adapted_bits}
 
 
-def _chunk_states(model: OnnxModel, tokens: np.ndarray):
-    """(chunk start, the LSTM state before it) for each chunk of a piece, the state carried along."""
-    state = None
+def _all_logits(model: OnnxModel, tokens: np.ndarray) -> np.ndarray:
+    """The LSTM's next-token logits after each token but the last, the state carried across chunks."""
+    state, chunks = None, []
     for start in range(0, len(tokens) - 1, CHUNK_TOKENS):
-        yield start, state
-        _, state = model.run(tokens[None, start : start + CHUNK_TOKENS], state)
+        logits, state = model.run(tokens[None, start : start + CHUNK_TOKENS], state)
+        chunks.append(logits[0])
+    return np.concatenate(chunks)[: len(tokens) - 1]
 
 
 def evaluate_adapted(model: OnnxModel, sequences: list[np.ndarray], attachment: float) -> dict:

@@ -6,9 +6,17 @@ longest context it has seen before, as Pachet's Continuator did, with the orders
 Witten-Bell interpolation: p_k(w | ctx) = (c(ctx, w) + T(ctx) p_{k-1}(w)) / (c(ctx) + T(ctx)), T the
 number of distinct tokens seen after ctx, p_0 the counts of single tokens over a uniform floor.
 
-Its prediction is mixed with the LSTM's in probability space, with a weight that grows with the
-length of the longest context matched: a long match means the player is repeating something, and
-then the memory knows best; a short one says little, and the LSTM leads.
+Its prediction is mixed with the LSTM's in probability space, with a weight for each length of the
+longest context matched, learned as the session goes: where it is told how likely the LSTM found a
+token the player then played, the weight of the order matched there moves toward whichever of the
+two predicted it better (a gradient step on the mixture's log loss). It starts out growing with the
+match length, since a long match usually means the player is repeating something; a piece in which
+repeats are rare, or are varied, teaches it to leave the lead to the LSTM.
+
+`attachment` says how much improv should follow the player: 0 not at all (the LSTM alone), 0.5 as
+much as predicts the player best (the learned weights), 1 as much as the memory can give (wherever
+it matched, its share grows with the match length up to MAX_WEIGHT, more than the learned weight
+where the LSTM predicts the player well: improv quotes the player more than it has to).
 
 It learns only what was heard: the engine teaches it committed tokens, never those a rollback dropped.
 Its size is bounded: past `max_contexts`, the contexts heard least recently are forgotten first.
@@ -28,8 +36,11 @@ from improv.errors import ImprovError
 
 MAX_ORDER = 6
 MAX_CONTEXTS = 100_000
-WEIGHT_PER_ORDER = 0.2  # the memory's weight per matched context token, before `attachment` scales it
+FIRST_WEIGHT_PER_ORDER = 0.1  # each matched order's weight before the session has taught it anything
+EAGER_WEIGHT_PER_ORDER = 0.2  # at attachment 1: the memory's share per matched token, up to MAX_WEIGHT
 MAX_WEIGHT = 0.9  # the LSTM always keeps a share: the memory alone cannot produce what it never heard
+BALANCED_ATTACHMENT = 0.5  # where the mix uses the learned weights as they are
+WEIGHT_RATE = 0.02  # the step of the weights' gradient descent (0.05 learned worse on held-out pieces)
 FORMAT = "improv-session-memory-1"
 MAX_LOOKED_PAST = 2  # tokens the memory may look past to find one improv is allowed to play
 FEW_TYPES = 6  # up to this many next tokens, a Python loop beats building arrays for them
@@ -68,13 +79,18 @@ class SessionMemory:
         self.contexts: OrderedDict[tuple[int, ...], list] = OrderedDict()
         self.recent: deque[int] = deque(maxlen=self.max_order)  # the last tokens learned
         self.tokens_learned = 0
+        # The memory's share of the mix for each longest matched order 0..max_order (attachment 1).
+        self.weights = np.minimum(MAX_WEIGHT, FIRST_WEIGHT_PER_ORDER * np.arange(self.max_order + 1))
 
     def __len__(self) -> int:
         return len(self.contexts)
 
     # -- learning -------------------------------------------------------------------------------
-    def learn(self, token: int) -> None:
-        """Hear one more token of the session."""
+    def learn(self, token: int, p_model: float | None = None) -> None:
+        """Hear one more token of the session. `p_model`, when known, is the probability the LSTM gave
+        this token just before it: the weight of the order the memory matched here learns from it."""
+        if p_model is not None:
+            self._learn_weight(token, p_model)
         recent = tuple(self.recent)
         for order in range(1, len(recent) + 1):
             context = recent[-order:]
@@ -96,6 +112,14 @@ class SessionMemory:
     def learn_all(self, tokens) -> None:
         for token in tokens:
             self.learn(int(token))
+
+    def _learn_weight(self, token: int, p_model: float) -> None:
+        p_memory, matched = self.predict(self.recent)
+        w = self.weights[matched]
+        p_mix = (1 - w) * p_model + w * p_memory[token]
+        if p_mix > 0:
+            step = WEIGHT_RATE * (p_memory[token] - p_model) / p_mix
+            self.weights[matched] = min(MAX_WEIGHT, max(0.0, w + step))
 
     # -- predicting -----------------------------------------------------------------------------
     def predict(self, context) -> tuple[np.ndarray, int]:
@@ -125,8 +149,15 @@ class SessionMemory:
         return p, matched
 
     def weight(self, matched_order: int, attachment: float) -> float:
-        """How much of the mix is the memory's: none with no match, more the longer the match."""
-        return attachment * min(MAX_WEIGHT, WEIGHT_PER_ORDER * matched_order)
+        """How much of the mix is the memory's, after a match of `matched_order` tokens: from none at
+        attachment 0 to the learned weight at 0.5, and on to the eager weight (or the learned one,
+        if larger) at 1."""
+        learned = float(self.weights[matched_order])
+        if attachment <= BALANCED_ATTACHMENT:
+            return attachment / BALANCED_ATTACHMENT * learned
+        eager = min(MAX_WEIGHT, EAGER_WEIGHT_PER_ORDER * matched_order)
+        beyond = (attachment - BALANCED_ATTACHMENT) / (1 - BALANCED_ATTACHMENT)
+        return learned + beyond * max(0.0, eager - learned)
 
     def mix(self, logits: np.ndarray, context, attachment: float,
             allowed: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -174,7 +205,8 @@ class SessionMemory:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, header=np.array(header), table=table, unigram=self.unigram)
+            np.savez_compressed(handle, header=np.array(header), table=table, unigram=self.unigram,
+                                weights=self.weights)
         os.replace(tmp, path)
 
     @classmethod
@@ -184,6 +216,7 @@ class SessionMemory:
         try:
             with np.load(path, allow_pickle=False) as data:
                 header, table, unigram = json.loads(str(data["header"])), data["table"], data["unigram"]
+                weights = data["weights"]
         except FileNotFoundError as err:
             raise MemoryFileError(f"memory file {path} does not exist") from err
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
@@ -193,7 +226,10 @@ class SessionMemory:
         if header.get("vocab") != vocab_spec or unigram.shape != (vocab_size,):
             raise MemoryFileError(f"{path} was learned with another model's vocabulary")
         memory = cls(vocab_size, int(header["max_order"]), max_contexts)
+        if weights.shape != memory.weights.shape:
+            raise MemoryFileError(f"{path} is damaged: {weights.shape[0]} weights for orders 0..{memory.max_order}")
         memory.unigram[:] = unigram
+        memory.weights[:] = weights
         memory.unigram_types = int(np.count_nonzero(unigram))
         for row in table.tolist():
             context = tuple(t for t in row[: memory.max_order] if t >= 0)

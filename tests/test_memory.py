@@ -31,20 +31,35 @@ def test_a_repeated_phrase_is_matched_longer_and_weighs_more():
     memory.learn_all(phrase)
     _, again = memory.predict([7, 8, 4, 5])
     assert (first, again) == (2, 4)  # (4, 5) was heard once; (7, 8, 4, 5) only once the phrase came round
-    assert memory.weight(0, 1.0) == 0.0
+    assert memory.weight(0, 1.0) == 0.0  # before anything is learned, no match means no say
     assert memory.weight(again, 1.0) > memory.weight(first, 1.0)
-    assert memory.weight(6, 0.5) == pytest.approx(0.5 * 0.9)  # never all memory: the LSTM keeps a share
+    learned = memory.weights[again]
+    assert memory.weight(again, 0.25) == pytest.approx(learned / 2)  # 0.5 is the learned weight
+    assert memory.weight(again, 1.0) == pytest.approx(0.2 * again)  # 1 quotes the player more
+    assert 0.2 * again > learned
 
 
-def test_mixing_follows_the_player_after_a_long_match_and_is_the_lstm_alone_at_attachment_zero():
+def learned_repeats(p_model: float) -> SessionMemory:
+    """A memory that heard a motif six times, each token given probability `p_model` by the LSTM."""
     memory = SessionMemory(V, max_order=6)
-    memory.learn_all([4, 5, 6, 7, 8] * 3)
+    for token in [4, 5, 6, 7, 8] * 6:
+        memory.learn(token, p_model)
+    return memory
+
+
+def test_where_the_lstm_did_not_see_the_player_coming_the_memory_takes_the_lead():
     logits = np.zeros(V, np.float32)
     logits[9] = 4.0  # the LSTM would play 9
-    mixed, _ = memory.mix(logits, [4, 5, 6, 7], attachment=1.0)
+    memory = learned_repeats(p_model=0.01)
+    mixed, _ = memory.mix(logits, [5, 6, 7, 8, 4, 5, 6, 7], attachment=0.5)  # the learned weights alone
     assert np.exp(mixed.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
     assert int(np.argmax(mixed)) == 8  # the player always went on with 8
     assert memory.mix(logits, [4, 5, 6, 7], attachment=0.0)[0] is logits
+
+
+def test_the_memory_learns_a_larger_share_where_the_lstm_did_worse():
+    missed, foreseen = learned_repeats(p_model=0.01), learned_repeats(p_model=0.99)
+    assert all(missed.weights > foreseen.weights)
 
 
 def test_the_memory_is_bounded_and_forgets_the_least_recently_heard_first():
