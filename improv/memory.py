@@ -79,6 +79,7 @@ class SessionMemory:
         self.contexts: OrderedDict[tuple[int, ...], list] = OrderedDict()
         self.recent: deque[int] = deque(maxlen=self.max_order)  # the last tokens learned
         self.tokens_learned = 0
+        self._order_0: np.ndarray | None = None  # the order-0 prediction, until the next token is learned
         # The memory's share of the mix for each longest matched order 0..max_order (attachment 1).
         self.weights = np.minimum(MAX_WEIGHT, FIRST_WEIGHT_PER_ORDER * np.arange(self.max_order + 1))
 
@@ -108,6 +109,7 @@ class SessionMemory:
         self.unigram[token] += 1
         self.recent.append(token)
         self.tokens_learned += 1
+        self._order_0 = None
 
     def learn_all(self, tokens) -> None:
         for token in tokens:
@@ -125,11 +127,12 @@ class SessionMemory:
     def predict(self, context) -> tuple[np.ndarray, int]:
         """(next-token probabilities (V,), the longest order matched) after `context`, the tokens
         heard last (the most recent last; only its last `max_order` count)."""
-        total, types = self.tokens_learned, self.unigram_types
-        uniform = 1.0 / self.vocab_size
-        if total == 0:
-            return np.full(self.vocab_size, uniform), 0
-        p = (self.unigram + types * uniform) / (total + types)
+        if self._order_0 is None:
+            total, types = self.tokens_learned, self.unigram_types
+            self._order_0 = (self.unigram + types / self.vocab_size) / max(1, total + types)
+            if total == 0:
+                self._order_0[:] = 1.0 / self.vocab_size
+        p = self._order_0.copy()
         context = tuple(context)[-self.max_order:] if self.max_order else ()
         matched = 0
         for order in range(1, len(context) + 1):
@@ -229,6 +232,7 @@ class SessionMemory:
         if weights.shape != memory.weights.shape:
             raise MemoryFileError(f"{path} is damaged: {weights.shape[0]} weights for orders 0..{memory.max_order}")
         memory.unigram[:] = unigram
+        memory._order_0 = None
         memory.weights[:] = weights
         memory.unigram_types = int(np.count_nonzero(unigram))
         for row in table.tolist():

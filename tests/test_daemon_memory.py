@@ -4,6 +4,7 @@ MIDI server. What only JACK shows (timing, a server that stops) stays in test_da
 import logging
 import time
 
+import numpy as np
 import pytest
 
 from conftest import wait_for
@@ -31,9 +32,9 @@ def make_config(**sections) -> Config:
 def daemon_with(shipped_model):
     started = []
 
-    def start(config: Config, midi: MemoryMidi | None = None) -> tuple[Daemon, MemoryMidi]:
+    def start(config: Config, midi: MemoryMidi | None = None, memory=None) -> tuple[Daemon, MemoryMidi]:
         midi = midi or MemoryMidi()
-        daemon = Daemon(config, shipped_model, midi).start()
+        daemon = Daemon(config, shipped_model, midi, memory=memory).start()
         started.append(daemon)
         return daemon, midi
 
@@ -166,3 +167,39 @@ def test_an_engine_error_releases_improvs_notes_and_listening_goes_on(daemon_wit
     assert wait_for(lambda: not sounding_after(notes_only())), "a note was left without its note-off"
     last_up = midi.phrase(PHRASE)
     assert answered(midi, last_up), "improv stopped listening after the engine error"
+
+
+def test_the_reset_cc_forgets_the_session(daemon_with):
+    daemon, midi = daemon_with(make_config(engine__enabled=False))
+    midi.phrase(PHRASE)
+    assert wait_for(lambda: daemon.engine.memory.tokens_learned > 0)
+    midi.play(0xB0, daemon.config.controls.reset, 127)
+    assert wait_for(lambda: daemon.engine.memory.tokens_learned == 0)
+    assert len(daemon.engine.memory) == 0 and daemon.engine.tokens_fed == 1  # the model is back at START
+
+
+def test_the_memory_is_saved_beside_the_recording_and_starts_the_next_set(daemon_with, shipped_model, tmp_path):
+    from improv.memory import SessionMemory, load_or_empty, memory_path_for
+
+    config = make_config()
+    config.recording.enabled, config.recording.folder = True, str(tmp_path)
+    daemon, midi = daemon_with(config)
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up)
+    learned = daemon.engine.memory.tokens_learned
+    daemon.stop()
+    daemon.wait()
+    saved = memory_path_for(daemon.recorder.path)
+    vocab = shipped_model.vocab
+    warnings = []
+    memory = load_or_empty(saved, vocab.to_json(), vocab.size, config.memory.max_contexts, warnings.append)
+    assert not warnings and memory.tokens_learned == learned > 0
+    np.testing.assert_array_equal(memory.unigram, daemon.engine.memory.unigram)
+    # The next set starts from it: improv run --memory FILE hands it to the daemon.
+    second, _ = daemon_with(make_config(), memory=memory)
+    assert second.engine.memory is memory
+    # A file that cannot be used: one line, and an empty memory.
+    (tmp_path / "foreign.npz").write_bytes(b"not a memory")
+    empty = load_or_empty(tmp_path / "foreign.npz", vocab.to_json(), vocab.size, 1000, warnings.append)
+    assert isinstance(empty, SessionMemory) and empty.tokens_learned == 0
+    assert len(warnings) == 1 and "is not an improv session memory" in warnings[0]

@@ -182,6 +182,40 @@ def bench_engine_token(model: OnnxModel, seconds: float) -> tuple[dict, dict]:
             percentiles_us(engine.step_ns, (50, 99)))
 
 
+def bench_memory(model: OnnxModel, tokens: int = 20_000) -> tuple[dict, dict]:
+    """The session memory's cost per token as the engine pays it: (its prediction mixed into the
+    logits with a mask, before each generated token; learning a heard token, with the weight step
+    the first token of each heard event takes), over a stream of the engine's own answer to a
+    phrase, repeated so contexts come round as a player's do. The memory grows as the stream goes:
+    the last tokens meet the largest tables."""
+    from improv.memory import SessionMemory
+
+    config = Config()
+    config.engine.response_ms = 20_000
+    engine = Engine(model, config, 0.0, np.random.default_rng(4), record_history=True)
+    clock = VirtualClock()
+    phrase = []
+    for i, pitch in enumerate((60, 64, 67, 72, 67, 64)):
+        phrase += [(i * 0.2, Msg("note_on", pitch, 80)), (i * 0.2 + 0.15, Msg("note_off", pitch, 0))]
+    perform(engine, clock, phrase)
+    run_until(engine, clock, clock.now() + 21.0)
+    stream = engine.history[1:] * max(1, tokens // max(1, len(engine.history)))
+    memory, rng = SessionMemory(model.vocab.size), np.random.default_rng(5)
+    logits = rng.normal(size=model.vocab.size).astype(np.float32)
+    allowed = np.ones(model.vocab.size, dtype=bool)
+    allowed[:2] = False  # PAD and START, as the engine's masks always leave out
+    mix_ns, learn_ns = [], []
+    for index, token in enumerate(stream[:tokens]):
+        started = time.perf_counter_ns()
+        memory.mix(logits, memory.recent, 0.8, allowed)
+        mixed = time.perf_counter_ns()
+        memory.learn(token, 0.1 if index % 3 == 0 else None)  # a heard event is about three tokens
+        learn_ns.append(time.perf_counter_ns() - mixed)
+        mix_ns.append(mixed - started)
+    return ({**percentiles_us(mix_ns), "tokens": len(mix_ns), "contexts": len(memory)},
+            percentiles_us(learn_ns))
+
+
 def bench_reaction_compute(model: OnnxModel, notes: int = 200) -> dict:
     """improv's own share of the continuous-mode reaction, without the transport: from a player's
     note reaching the engine to improv's first note leaving it (through `emit`, as in the daemon),
@@ -354,12 +388,13 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
     bandwidth = memory_bandwidth_gbs(weights)
     step_rate = weights / (step["p50"] * 1000)  # bytes per ns
     engine_token, engine_step = bench_engine_token(model, seconds)
+    memory_mix, memory_learn = bench_memory(model)
     result = {
         "model": str(model.path), "layers": model.layers, "hidden": model.hidden,
         "step_us": step, "ort_run_us": ort_run, "cold_step_us": bench_cold_step(model),
         "torch_step_us": bench_torch_step(model, iterations // 2),
         "sampling_us": sampling, "sampling_masked_us": sampling_masked,
-        "engine_token_us": engine_token, "engine_step_us": engine_step,
+        "engine_token_us": engine_token, "engine_step_us": engine_step, "memory_mix_us": memory_mix, "memory_learn_us": memory_learn,
         "reaction_compute_us": bench_reaction_compute(model),
         "weights_mib": round(weights / 2**20, 2), "bandwidth_gbs": round(bandwidth, 1),
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
@@ -409,6 +444,8 @@ def render(result: dict) -> str:
         f"step after 100 ms idle  p50/p99        {p(result['cold_step_us'])}",
         f"torch eager step        p50/p99        {p(result['torch_step_us'])}",
         f"engine, whole token     p50/p99/p99.9  {p(result['engine_token_us'])}",
+        f"session memory, mix     p50/p99/p99.9  {p(result['memory_mix_us'])} (each generated token)",
+        f"session memory, learn   p50/p99/p99.9  {p(result['memory_learn_us'])} (each heard token)",
         f"engine, its model steps p50/p99        {p(result['engine_step_us'])}",
         f"sampling                p50/p99        {p(result['sampling_us'])} (with masks {p(result['sampling_masked_us'])})",
         f"memory bandwidth        {result['bandwidth_gbs']} GB/s; step at {result['step_fraction_of_bandwidth']:.0%} of it",

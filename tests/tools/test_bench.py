@@ -8,7 +8,8 @@ import pytest
 
 KEYS = {"step_us", "ort_run_us", "torch_step_us", "sampling_us", "weights_mib", "bandwidth_gbs",
         "step_fraction_of_bandwidth", "reaction_ms", "jack_period_ms", "idle_cpu_percent", "rss_mib",
-        "jack_client", "jack_xruns", "cpu_steal_percent", "send_wait_ms", "reaction_periods"}
+        "jack_client", "jack_xruns", "cpu_steal_percent", "send_wait_ms", "reaction_periods", "memory_mix_us",
+        "memory_learn_us"}
 
 
 def check_percentiles(figures, keys=("p50", "p99")):
@@ -24,7 +25,8 @@ def test_bench_json_reports_every_figure_it_measured(jack):
     report = json.loads(result.stdout)
     assert KEYS <= set(report)
     check_percentiles(report["step_us"], ("p50", "p99", "p999"))
-    for key in ("ort_run_us", "cold_step_us", "engine_step_us", "sampling_us", "reaction_compute_us", "reaction_ms",
+    for key in ("ort_run_us", "cold_step_us", "engine_step_us", "sampling_us", "reaction_compute_us", "memory_mix_us",
+                "memory_learn_us", "reaction_ms",
                 "answer_after_silence_ms", "echo_ms"):
         assert report[key] is not None, f"{key} was not measured: {result.stderr[-2000:]}"
         check_percentiles(report[key])
