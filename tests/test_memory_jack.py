@@ -1,0 +1,77 @@
+"""The session memory in `improv run`, through a real JACK server: a phrase played again is answered
+with more of its own material, and what the memory learned is what was heard."""
+
+import time
+from collections import Counter
+
+import mido
+import numpy as np
+import pytest
+
+from improv.memory import SessionMemory, memory_path_for
+from improv.tools.probe import note_ons
+from jackserver import launch_improv, stop_improv
+
+pytestmark = pytest.mark.jack
+SILENCE_MS = 300
+MELODY = (60, 62, 64, 65, 67, 65, 64, 62, 60, 67)
+
+
+def trigrams(pitches) -> list[tuple[int, ...]]:
+    return [tuple(pitches[i : i + 3]) for i in range(len(pitches) - 2)]
+
+
+def from_the_melody(pitches) -> float:
+    grams, own = trigrams(pitches), set(trigrams(MELODY))
+    return sum(gram in own for gram in grams) / len(grams) if grams else 0.0
+
+
+def play_and_listen(client, answer_s: float = 2.5) -> list[int]:
+    client.drain()
+    client.play(MELODY, note_s=0.17, gap_s=0.03)
+    time.sleep(SILENCE_MS / 1000 + answer_s)
+    return [m[1] for _, m in note_ons(client.drain())]
+
+
+def test_a_phrase_played_again_is_answered_with_more_of_its_own_material(client, tmp_path):
+    config = tmp_path / "memory.yaml"
+    config.write_text("engine: {response_ms: 2000}\nmemory: {attachment: 0.8}\n")
+    process = launch_improv(client, "--no-record", "--config", str(config), "--silence-ms", str(SILENCE_MS))
+    try:
+        answers = [play_and_listen(client) for _ in range(3)]
+    finally:
+        code, stderr = stop_improv(process)
+    assert all(answers), f"an answer was missing: {answers}\n{stderr[-2000:]}"
+    first, later = from_the_melody(answers[0]), np.mean([from_the_melody(a) for a in answers[1:]])
+    assert later > first, (first, later, answers)
+    assert code == 0, stderr
+
+
+def test_the_memory_learns_what_was_heard_and_nothing_that_was_played_over(client, tmp_path, shipped_model):
+    # With learn_own, the memory learns improv's notes too, but only those that went out: answers are
+    # generated ahead, and the player plays over each, so some generated notes are never heard.
+    folder = tmp_path / f"sessions-{time.monotonic_ns()}"
+    config = tmp_path / "own.yaml"
+    config.write_text(f"recording: {{folder: {folder}}}\nmemory: {{learn_own: true}}\n"
+                      "engine: {response_ms: 5000, lookahead_ms: 400}\n")
+    process = launch_improv(client, "--config", str(config), "--silence-ms", str(SILENCE_MS))
+    try:
+        for round_ in range(3):
+            client.play(MELODY[:5], note_s=0.12, gap_s=0.03)
+            deadline = time.monotonic() + SILENCE_MS / 1000 + 3.0
+            while not note_ons(client.pending()) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.4)  # mid-answer, with notes generated ahead of the clock
+            client.play([48 + round_], note_s=0.1, gap_s=0.3)  # the player comes in over it
+    finally:
+        code, stderr = stop_improv(process)
+    assert code == 0, stderr
+    recordings = list(folder.glob("*.mid"))
+    assert len(recordings) == 1, stderr[-2000:]
+    take = mido.MidiFile(recordings[0])
+    heard = Counter(m.note for track in take.tracks for m in track if m.type == "note_on" and m.velocity > 0)
+    vocab = shipped_model.vocab
+    memory = SessionMemory.load(memory_path_for(recordings[0]), vocab.to_json(), vocab.size)
+    learned = {pitch: int(memory.unigram[vocab.note_on(pitch)]) for pitch in range(128)
+               if memory.unigram[vocab.note_on(pitch)]}
+    assert learned == dict(heard), f"learned {learned}, heard {dict(heard)}"
