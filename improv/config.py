@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from improv.errors import ConfigError
+from improv.memory import MAX_CONTEXTS
 from improv.midi.messages import FIRST_CHANNEL_MODE_CC
 from improv.paths import config_candidates
 
@@ -105,7 +106,7 @@ class MemorySection:
 
     attachment: float = setting(0.5, low=0.0, high=1.0, knob=(0.0, 1.0))  # 0: the LSTM alone
     learn_own: bool = False  # also learn improv's own notes that were sent (it can feed on itself)
-    max_contexts: int = setting(100_000, low=1000, high=10_000_000)  # oldest forgotten past this
+    max_contexts: int = setting(MAX_CONTEXTS, low=1000, high=10_000_000)  # least recently heard forgotten past this
 
 
 @dataclass

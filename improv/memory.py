@@ -35,7 +35,7 @@ import numpy as np
 from improv.errors import ImprovError
 
 MAX_ORDER = 6
-MAX_CONTEXTS = 100_000
+MAX_CONTEXTS = 20_000  # about 460 bytes each: some 9 MB at most, and minutes of playing before it forgets
 FIRST_WEIGHT_PER_ORDER = 0.1  # each matched order's weight before the session has taught it anything
 EAGER_WEIGHT_PER_ORDER = 0.2  # at attachment 1: the memory's share per matched token, up to MAX_WEIGHT
 MAX_WEIGHT = 0.9  # the LSTM always keeps a share: the memory alone cannot produce what it never heard

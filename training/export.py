@@ -25,9 +25,10 @@ import numpy as np
 import onnx
 import torch
 
-from improv.evaluate import evaluate, markov_path_for
+from improv.evaluate import evaluate, evaluate_adapted, markov_path_for
 from improv.events import Vocabulary
 from improv.markov import MarkovModel
+from improv.memory import BALANCED_ATTACHMENT
 from improv.model import FACTS_KEY, INPUTS, OUTPUTS, VOCAB_KEY, OnnxModel
 from training.data import EVAL_AUGMENT_SEED, Augment, Dataset, augmented_tokens, duplicates_note, held_out_tokens
 from training.errors import TrainingError, reports_errors
@@ -181,6 +182,21 @@ def augment_text(settings: dict | None) -> str:
             f"jitter of {a.timing_jitter_ms:g} ms, a velocity level, swell and per-note jitter{as_written}.")
 
 
+def adapted_text(adapted: dict, number) -> str:
+    """The card's session memory section: each test piece's second half with its first half heard."""
+    if not adapted:
+        return "With the session memory: not measured (no test pieces)."
+    attachment = next(iter(adapted.values()))["attachment"]
+    rows = "\n".join(f"| {name} | {r['adapted_tokens']:,} | {r['adapted_notes']:,} | "
+                     f"{number(r['model_bits_per_note'], '.2f')} | {number(r['adapted_bits_per_note'], '.2f')} | "
+                     f"{number(r['model_bits_per_token'], '.3f')} | {number(r['adapted_bits_per_token'], '.3f')} |"
+                     for name, r in adapted.items())
+    return (f"With the session memory (improv/memory.py, attachment {attachment}): each test piece's second half, "
+            "its first half heard and every token scored before the memory learns it (`improv eval DIR --adapt`).\n\n"
+            "| test set | tokens | notes | LSTM bits/note | with memory | LSTM bits/token | with memory |\n"
+            f"|---|---|---|---|---|---|---|\n{rows}")
+
+
 def write_card(path: Path, facts: dict, files: dict[str, int]) -> Path:
     card = path.with_name(path.name.removesuffix(".onnx") + ".md")
     model, data, held, training = facts["model"], facts["data"], facts["held_out"], facts["training"]
@@ -191,6 +207,7 @@ def write_card(path: Path, facts: dict, files: dict[str, int]) -> Path:
         for name, r in held.items())
     header = "| test set | files | tokens | LSTM bits/token | Markov bits/token | LSTM next-pitch accuracy |"
     held_out_table = f"{header}\n|---|---|---|---|---|---|\n{rows}" if held else facts["no_test"]
+    adapted_table = adapted_text(facts.get("adapted") or {}, number)
     history = "\n".join(f"| {h['epoch']} | {h['step']} | {h['train_bits']:.3f} | "
                         f"{number(h['validation_bits'], '.3f')} | {h['elapsed_s'] / 60:.1f} |"
                         for h in training["history"])
@@ -248,6 +265,8 @@ NOTE_ON, how often its pitch is the model's most probable NOTE_ON.
 {held_out_table}
 
 {int8_text}
+
+{adapted_table}
 
 Windowed BiLSTM comparison: {comparison_text}
 
@@ -348,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         print(facts["no_test"])
     runtime = OnnxModel(out)
     facts["held_out"] = {name: evaluate(runtime, tokens, markov) for name, tokens in test_sets.items()}
+    facts["adapted"] = {name: evaluate_adapted(runtime, tokens, BALANCED_ATTACHMENT) for name, tokens in test_sets.items()}
     comparison = Path(args.checkpoint).with_name("comparison.json")
     if comparison.exists():  # written by training.compare on the same validation tokens
         facts["comparison"] = {**json.loads(comparison.read_text()),

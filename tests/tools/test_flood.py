@@ -13,8 +13,8 @@ pytestmark = [pytest.mark.jack,
 
 
 def test_improv_run_outlives_a_flood_and_its_memory_grows_with_the_recording_only(jack, tmp_path):
-    # The session memory grows with what it hears up to memory.max_contexts (some 45 MB at the default
-    # 100,000): a small cap takes it out of this measure. One second of warm-up takes the one-time costs.
+    # The session memory grows with what it hears up to memory.max_contexts (some 9 MB at the default
+    # 20,000): a small cap takes it out of this measure. One second of warm-up takes the one-time costs.
     report = flood(seconds=8, rate=9000, record=True, warmup_s=1.0, settle_s=3.0, memory_contexts=1000,
                    folder=tmp_path)
     assert report["alive_after_flood"] and report["exit_code"] == 0, report
