@@ -41,10 +41,11 @@ AGREEMENT_STEPS = 300
 
 
 def load_checkpoint(path: str) -> tuple[EventLSTM, dict]:
+    """The checkpoint's model on the CPU in float32, wherever it was trained: the ONNX file is the same."""
     checkpoint = torch.load(path, weights_only=False, map_location="cpu")
     model = EventLSTM(ModelConfig(**checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])
-    model.eval()
+    model.float().eval()
     return model, checkpoint
 
 

@@ -38,7 +38,8 @@ class EventLSTM(nn.Module):
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (self.config.layers, batch, self.config.hidden)
-        return torch.zeros(shape), torch.zeros(shape)
+        device = self.head.weight.device  # the model's own device: a GPU run keeps its state there
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
     def forward(self, tokens: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
         x = self.embed(tokens)  # (B, T, E)

@@ -1,6 +1,12 @@
 """Train the stateful event LSTM: one readable loop, settings from a YAML file.
 
     python -m training.train --config default [--resume]     # or --config tiny, or --config my.yaml
+    python -m training.train --config default --device cuda --amp   # a GPU, mixed precision
+
+--device auto (the default) trains on a GPU when torch sees one (CUDA, else Apple's MPS), else on the
+CPU. --amp (GPUs only; refused on the CPU) runs the forward pass under autocast in bfloat16 where the GPU
+has it, else float16 with a gradient scaler. Weights stay float32 and checkpoints are saved from CPU
+copies, so a checkpoint from any device loads on the CPU and exports the same ONNX file.
 
 A checkpoint (`last.pt`, and `best.pt` on the best validation loss) is written each epoch and
 carries its own settings, so export and resume need nothing else. An "epoch" is `epoch_tokens`
@@ -10,6 +16,7 @@ tokens of random augmented windows, since windows are drawn, not enumerated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -86,6 +93,60 @@ class TrainConfig:
         return cls(**raw)
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AMP_CHOICES = ("auto", "bf16", "fp16")
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """The device a run trains on: `auto` is a GPU when torch sees one (CUDA, else MPS), else the CPU.
+
+    Under torchrun each process on a machine takes the GPU of its LOCAL_RANK.
+    """
+    if name not in DEVICES:
+        raise TrainingError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise TrainingError(f"--device cuda: torch {torch.__version__} ({build}) sees no CUDA GPU; "
+                                "use --device cpu, or install a CUDA build of torch==2.13.0")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "mps" and not mps_available():
+        raise TrainingError("--device mps: torch sees no Apple GPU (MPS); use --device cpu")
+    return torch.device(name)
+
+
+def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for --amp, or None without it. The CPU is refused: mixed precision is for GPUs."""
+    if amp is None:
+        return None
+    if amp not in AMP_CHOICES:
+        raise TrainingError(f"unknown --amp {amp!r}; choose one of {', '.join(AMP_CHOICES)}")
+    if device.type == "cpu":
+        raise TrainingError("--amp is for GPUs (--device cuda or mps) and this run is on the CPU, "
+                            "where it would be slower, not faster; leave --amp out")
+    if amp == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        amp = "bf16" if bf16 else "fp16"
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """float16 gradients underflow without a scaler; bfloat16 has float32's range and needs none."""
+    return dtype == torch.float16
+
+
+def cpu_state_dict(model: nn.Module) -> dict:
+    """The weights as CPU float tensors: a checkpoint from any device loads anywhere."""
+    return {name: tensor.detach().to("cpu") for name, tensor in model.state_dict().items()}
+
+
 def class_weight_vector(vocab: Vocabulary, weights: dict | None) -> torch.Tensor | None:
     if not weights:
         return None
@@ -98,12 +159,13 @@ def class_weight_vector(vocab: Vocabulary, weights: dict | None) -> torch.Tensor
 
 @torch.no_grad()
 def held_out_bits(model: EventLSTM, pieces: list[np.ndarray], pad: int, chunk: int = 2048) -> tuple[float, int]:
-    """Bits per token over whole pieces, state carried from START to the end as the daemon does."""
+    """Bits per token over whole pieces, state carried from START to the end as the daemon does (in float32)."""
     model.eval()
+    device = model.head.weight.device
     total_nats, total_tokens = 0.0, 0
     for tokens in pieces:
         h, c = model.initial_state(1)
-        x = torch.from_numpy(tokens).unsqueeze(0)
+        x = torch.from_numpy(tokens).unsqueeze(0).to(device)
         for start in range(0, x.shape[1] - 1, chunk):
             inputs, targets = x[:, start : start + chunk], x[:, start + 1 : start + chunk + 1]
             logits, h, c = model(inputs[:, : targets.shape[1]], h, c)
@@ -140,16 +202,21 @@ def clock(seconds: float) -> str:
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
-def machine_description() -> str:
-    """Where a run happened, for the model card: OS, CPU model and count, torch and its threads."""
+def machine_description(device: torch.device | None = None) -> str:
+    """Where a run happened, for the model card: OS, CPU model and count, torch and its threads, the GPU."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:  # Linux names the CPU model here; platform does not
             cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{platform.system()} {platform.machine()} ({cpu}, {os.cpu_count()} logical CPUs), "
+    text = (f"{platform.system()} {platform.machine()} ({cpu}, {os.cpu_count()} logical CPUs), "
             f"torch {torch.__version__} on {torch.get_num_threads()} threads")
+    if device is not None and device.type == "cuda":
+        text += f", on {torch.cuda.get_device_name(device)}"
+    elif device is not None and device.type == "mps":
+        text += ", on the Apple GPU (MPS)"
+    return text
 
 
 def progress_bar(total: int, description: str):
@@ -168,8 +235,11 @@ def tensorboard_writer(out_dir: Path):
         return None
 
 
-def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
+def train(config: TrainConfig, resume: bool = False, log=print, device: str = "auto", amp: str | None = None) -> Path:
+    """Train (or with resume, continue) a run; returns best.pt. `device` and `amp` as --device and --amp."""
     torch.set_num_threads(config.threads)
+    run_device = resolve_device(device)
+    dtype = amp_dtype(amp, run_device)
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +249,7 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
                             "python -m training.data, or let python -m training.pipeline do all the steps")
     dataset = Dataset.load(Path(config.data))
     model_config = ModelConfig(vocab_size=vocab.size, **config.model)
-    model = EventLSTM(model_config)
+    model = EventLSTM(model_config).to(run_device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     augment = Augment(**config.augment) if config.augment is not None else None
     sampler = WindowSampler(dataset, "train", vocab, config.seq_len, augment, config.seed)
@@ -190,25 +260,32 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
             "goes to validation) gave none to it; validation loss is not measured and best.pt is the last epoch - "
             "add more files")
     pad = vocab.special("PAD")
-    loss_fn = nn.CrossEntropyLoss(weight=class_weight_vector(vocab, config.class_weights), ignore_index=pad)
+    weights = class_weight_vector(vocab, config.class_weights)
+    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(run_device), ignore_index=pad)
+    scaler = torch.amp.GradScaler(run_device.type) if needs_grad_scaler(dtype) else None
+    autocast = ((lambda: torch.autocast(run_device.type, dtype=dtype)) if dtype is not None
+                else contextlib.nullcontext)
     steps_per_epoch = max(1, config.epoch_tokens // (config.batch_size * config.seq_len))
     total_steps = steps_per_epoch * config.epochs
     state = {"step": 0, "epoch": 0, "history": [], "best_bits": float("inf"), "elapsed_s": 0.0, "machines": []}
 
     last = out_dir / "last.pt"
     if resume and last.exists():
-        checkpoint = torch.load(last, weights_only=False)
+        checkpoint = torch.load(last, weights_only=False, map_location="cpu")
         model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        optimizer.load_state_dict(checkpoint["optimizer"])  # its state moves to the parameters' device
+        if scaler is not None and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
         sampler.rng.bit_generator.state = checkpoint["sampler_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
         state = checkpoint["state"]
         log(f"resumed from {last} at epoch {state['epoch']}, step {state['step']}")
-    machine = machine_description()
+    machine = machine_description(run_device)
     if machine not in state.setdefault("machines", []):  # a run resumed elsewhere names both machines
         state["machines"].append(machine)
-    log(f"model {count_parameters(model):,} parameters; {steps_per_epoch} steps an epoch, {config.epochs} epochs; "
-        f"data {dataset.summary()}")
+    precision = "" if dtype is None else f", mixed precision {'bf16' if dtype == torch.bfloat16 else 'fp16'}"
+    log(f"model {count_parameters(model):,} parameters on {run_device}{precision}; {steps_per_epoch} steps an epoch, "
+        f"{config.epochs} epochs; data {dataset.summary()}")
     writer = tensorboard_writer(out_dir)
     started = time.monotonic() - state["elapsed_s"]
     session_started, session_step = time.monotonic(), state["step"]  # the pace for the run's ETA
@@ -217,17 +294,25 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
         bar = progress_bar(steps_per_epoch, f"epoch {state['epoch'] + 1}/{config.epochs}")
         epoch_start, epoch_tokens, running = time.monotonic(), 0, None
         for _ in range(steps_per_epoch):
-            batch = torch.from_numpy(sampler.batch(config.batch_size))  # (B, T + 1)
+            batch = torch.from_numpy(sampler.batch(config.batch_size)).to(run_device)  # (B, T + 1)
             inputs, targets = batch[:, :-1], batch[:, 1:]
             h0, c0 = model.initial_state(config.batch_size)
-            logits, _, _ = model(inputs, h0, c0)  # (B, T, V)
-            loss = loss_fn(logits.reshape(-1, vocab.size), targets.reshape(-1))
+            with autocast():
+                logits, _, _ = model(inputs, h0, c0)  # (B, T, V)
+                loss = loss_fn(logits.reshape(-1, vocab.size).float(), targets.reshape(-1))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, state["step"], total_steps)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # clip the true gradients
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             state["step"] += 1
             epoch_tokens += int((targets != pad).sum())
             bits = loss.item() / LN2
@@ -257,9 +342,10 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
             f"{tokens_per_s:,.0f} tokens/s, {clock(state['elapsed_s'])} elapsed, run ETA {clock(eta)}")
         if writer is not None and val_bits is not None:
             writer.add_scalar("validation/bits_per_token", val_bits, state["step"])
-        checkpoint = {"model": model.state_dict(), "model_config": model_config.to_dict(),
+        checkpoint = {"model": cpu_state_dict(model), "model_config": model_config.to_dict(),
                       "train_config": asdict(config), "vocab": vocab.to_json(), "optimizer": optimizer.state_dict(),
                       "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                      "scaler": scaler.state_dict() if scaler is not None else None,
                       "state": state, "data_summary": dataset.summary()}
         _save(checkpoint, last)
         if val_bits is None or val_bits < state["best_bits"]:  # no validation pieces: the latest is best
@@ -285,10 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the improv event LSTM.")
     parser.add_argument("--config", required=True, help=CONFIG_HELP)
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where to train: auto (default) is a GPU when torch sees one (CUDA, else MPS), else the CPU")
+    parser.add_argument("--amp", nargs="?", const="auto", choices=AMP_CHOICES, default=None,
+                        help="mixed precision on a GPU: bf16, fp16 (with a gradient scaler), or bare --amp for bf16 "
+                             "where the GPU has it, else fp16; refused on the CPU")
     args = parser.parse_args(argv)
     path = config_path(args.config)
     print(f"config: {path}")
-    best = train(TrainConfig.from_yaml(path), resume=args.resume)
+    best = train(TrainConfig.from_yaml(path), resume=args.resume, device=args.device, amp=args.amp)
     print(f"best checkpoint: {best}")
     return 0
 
