@@ -322,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(generate, "--silence-ms", "engine.silence_ms", "pause after the seed before the answer")
     setting_flag(generate, "--attachment", "memory.attachment", "how much the continuation follows the seed, "
                                                                 "learned as the player's: 0 the model alone")
+    setting_flag(generate, "--key", "key.name", "the key improv plays in: C:major, A:minor, D:dorian, F#:blues, ... "
+                                         "custom:0,2,4,7,9 (pitch classes), auto (yours, as heard) or none")
+    setting_flag(generate, "--key-strength", "key.strength", "1 plays only notes in the key; lower damps the others; "
+                                                       "0 changes nothing")
     generate.add_argument("--model", help=model_help)
     generate.add_argument("--config", help=config_help)
     generate.add_argument("--random-seed", type=int,
@@ -360,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(run, "--backend", "midi.backend", "MIDI system; auto prefers JACK when a server runs")
     setting_flag(run, "--attachment", "memory.attachment", "how much improv follows what you played: 0 the model "
                                                            "alone, 1 as much of you as the session memory can give")
+    setting_flag(run, "--key", "key.name", "the key improv plays in: C:major, A:minor, D:dorian, F#:blues, ... "
+                                         "custom:0,2,4,7,9 (pitch classes), auto (yours, as heard) or none")
+    setting_flag(run, "--key-strength", "key.strength", "1 plays only notes in the key; lower damps the others; "
+                                                       "0 changes nothing")
     run.add_argument("--memory", metavar="FILE",
                      help="start from a saved session memory (NAME.memory.npz beside a recording; default: empty)")
     run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")

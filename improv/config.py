@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from improv.errors import ConfigError
+from improv.key import parse_key
 from improv.memory import MAX_CONTEXTS
 from improv.midi.messages import FIRST_CHANNEL_MODE_CC
 from improv.paths import config_candidates
@@ -25,14 +26,17 @@ BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
 
 def setting(default: Any, *, low: float | str | None = None, high: float | None = None, above: float | None = None,
             choices: tuple | None = None, knob: tuple[float, float] | None = None,
-            knob_values: tuple | None = None, action: bool = False) -> Any:
+            knob_values: tuple | None = None, action: bool = False, check: Any = None,
+            control: str | None = None) -> Any:
     """A config field and everything allowed for it, declared once: `low`..`high` inclusive (`low`
     may name a sibling field), `above` an exclusive lower bound, `choices` the allowed values. A
     setting a MIDI CC can turn has `knob`, the span the CC's value 0..127 sweeps, or `knob_values`,
     values the CC's range is split evenly between. A control with `action` does something when its
-    CC comes (any value) instead of turning a setting."""
+    CC comes (any value) instead of turning a setting. `check(value, section)` raises ValueError for
+    a value a range cannot describe (a key name). `control` names the setting's `controls.*` entry
+    when it is not the field's own name (key.strength: controls.key_strength)."""
     rules = {"low": low, "high": high, "above": above, "choices": choices, "knob": knob, "knob_values": knob_values,
-             "action": action or None}
+             "action": action or None, "check": check, "control": control}
     return field(default=default, metadata={k: v for k, v in rules.items() if v is not None})
 
 
@@ -97,6 +101,7 @@ class ControlsSection:
     max_note_ms: int | None = setting(29, low=0, high=LAST_KNOB_CC)
     velocity_scale: int | None = setting(30, low=0, high=LAST_KNOB_CC)
     attachment: int | None = setting(31, low=0, high=LAST_KNOB_CC)
+    key_strength: int | None = setting(33, low=0, high=LAST_KNOB_CC)
     reset: int | None = setting(32, low=0, high=LAST_KNOB_CC, action=True)  # a new piece: forget the session
 
 
@@ -107,6 +112,19 @@ class MemorySection:
     attachment: float = setting(0.5, low=0.0, high=1.0, knob=(0.0, 1.0))  # 0: the LSTM alone
     learn_own: bool = False  # also learn improv's own notes that were sent (it can feed on itself)
     max_contexts: int = setting(MAX_CONTEXTS, low=1000, high=10_000_000)  # least recently heard forgotten past this
+
+
+def _check_key_name(value: str, section) -> None:
+    parse_key(value, section.pitch_classes)
+
+
+@dataclass
+class KeySection:
+    """The key improv plays in (improv.key)."""
+
+    name: str = setting("none", check=_check_key_name)  # C:major, A:minor, D:dorian, custom, auto, none
+    strength: float = setting(1.0, low=0.0, high=1.0, knob=(0.0, 1.0), control="key_strength")
+    pitch_classes: list[int] | None = setting(None, low=0, high=11)  # name custom: the pitch classes (0 = C)
 
 
 @dataclass
@@ -125,6 +143,7 @@ class Config:
     limits: LimitsSection = field(default_factory=LimitsSection)
     controls: ControlsSection = field(default_factory=ControlsSection)
     memory: MemorySection = field(default_factory=MemorySection)
+    key: KeySection = field(default_factory=KeySection)
     recording: RecordingSection = field(default_factory=RecordingSection)
 
     def validate(self) -> "Config":
@@ -156,13 +175,18 @@ def actions() -> tuple[str, ...]:
 @functools.cache
 def knobs() -> dict[str, str]:
     """Setting name -> dotted key, for every setting a MIDI CC can turn."""
-    return {item.name: dotted for dotted, item in setting_fields().items()
+    return {item.metadata.get("control", item.name): dotted for dotted, item in setting_fields().items()
             if "knob" in item.metadata or "knob_values" in item.metadata}
 
 
 def _check(key: str, value: Any, rule, section) -> None:
     if value is None:
         return  # optional settings: None is checked by _coerce, which knows the annotation
+    if "check" in rule:
+        try:
+            rule["check"](value, section)
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from err
     for single in value if isinstance(value, list) else [value]:
         if "choices" in rule:
             _check_choice(key, single, rule["choices"])

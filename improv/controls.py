@@ -35,9 +35,9 @@ def apply_control(config: Config, control: int, value: int) -> tuple[str, Any] |
         if cc is None or cc != control or setting in actions():
             continue
         dotted = knobs()[setting]
-        section_name = dotted.split(".")[0]
+        section_name, name = dotted.split(".")
         new_value = knob_value(dotted, value)
-        setattr(getattr(config, section_name), setting, new_value)
+        setattr(getattr(config, section_name), name, new_value)
         limits = config.limits  # keep the pitch range non-empty whichever end moved
         if setting == "pitch_low" and limits.pitch_high < new_value:
             limits.pitch_high = new_value

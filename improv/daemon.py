@@ -21,7 +21,7 @@ from typing import Callable
 from improv.config import Config
 from improv.controls import action_for, apply_control
 from improv.engine import Engine
-from improv.errors import PortError
+from improv.errors import ImprovError, PortError
 from improv.events import NoteEvent
 from improv.midi.guard import OutputGuard
 from improv.midi.messages import CC_SUSTAIN, CONTROL_CHANGE, PANIC_CONTROLS, RawInput, is_note, note_bytes
@@ -319,7 +319,7 @@ class Daemon:
         try:
             self.engine.memory.save(path, self.model.vocab.to_json())
             log.info("session memory saved to %s (improv run --memory %s starts from it)", path, path)
-        except OSError as err:
+        except (OSError, ImprovError) as err:
             log.error("cannot save the session memory to %s: %s", path, err)
 
     # -- status -----------------------------------------------------------------------------------
@@ -330,5 +330,7 @@ class Daemon:
         counts = {**self.counts, "dropped": self.backlog.dropped}
         extra = "".join(f", {k} {v}" for k, v in sorted(counts.items()) if v)
         state = "on" if self.config.engine.enabled else "off"
-        return (f"improv {state} | {self.config.engine.mode} | in {self.engine.notes_in} out {self.engine.notes_out} | "
-                f"{step}{extra}")
+        key = self.engine.key_status()
+        key = f"key {key} | " if key is not None else ""
+        return (f"improv {state} | {self.config.engine.mode} | {key}in {self.engine.notes_in} "
+                f"out {self.engine.notes_out} | {step}{extra}")

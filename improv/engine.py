@@ -27,6 +27,7 @@ import numpy as np
 
 from improv.config import Config
 from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent, Vocabulary
+from improv.key import AUTO, Key, KeyDetector, parse_key, penalty
 from improv.memory import SessionMemory
 from improv.sampling import MaskBuilder, sample
 
@@ -132,6 +133,11 @@ class Engine:
         self.step_ns: deque[int] = deque(maxlen=TIMES_KEPT)
         self.token_ns: deque[int] = deque(maxlen=TIMES_KEPT)
         self.notes_in = self.notes_out = 0
+        self.key_detector = KeyDetector()  # the player's key, heard live (key.name auto)
+        self._key_setting: tuple | None = None  # (name, pitch classes) last parsed, and what it gave
+        self._key_parsed: Key | str | None = None
+        self._penalty_for: tuple | None = None  # (key, strength) the penalty below is for
+        self._penalty = np.zeros(self.vocab.size, dtype=np.float32)
         self.reset(now_s)
 
     # -- state ------------------------------------------------------------------------------------
@@ -162,7 +168,23 @@ class Engine:
     def forget(self, now_s: float) -> None:
         """A new piece: the session memory and the model's state both start again."""
         self.memory.clear()
+        self.key_detector.clear()
         self.reset(now_s)
+
+    def key(self) -> Key | None:
+        """The key improv keeps to now: the configured one, or with `auto` the player's as heard
+        (None until a note is heard), or None."""
+        setting = (self.config.key.name, tuple(self.config.key.pitch_classes or ()))
+        if setting != self._key_setting:
+            self._key_setting, self._key_parsed = setting, parse_key(setting[0], setting[1])
+        return self.key_detector.key if self._key_parsed == AUTO else self._key_parsed
+
+    def key_status(self) -> str | None:
+        """The key for the status line: None with no key set."""
+        key = self.key()
+        if self._key_parsed == AUTO:
+            return f"auto {key or '?'}"
+        return str(key) if key is not None else None
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self.model.snapshot(), self.logits.copy(), self.encoder.copy(), self.decoder.copy(),
@@ -287,8 +309,10 @@ class Engine:
         if key_struck:
             self.keys_down.add(msg.note)
             self.notes_in += 1
+            self.key_detector.note_on(now_s, msg.note)
         elif kind in ("note_on", "note_off"):
             self.keys_down.discard(msg.note)
+            self.key_detector.note_off(now_s, msg.note)
         if not self.encoder.copy().feed(now_s, msg) and not self.committed.encoder.copy().feed(now_s, msg):
             # Nothing the model hears (pedal down, a key up under the pedal, an unmodelled controller):
             # no interruption, but every encoder a rollback could return to keeps what it changed.
@@ -390,6 +414,10 @@ class Engine:
     def _generate_one(self) -> None:
         limits, sampling = self.config.limits, self.config.sampling
         self.masks.set_range(limits.pitch_low, limits.pitch_high)
+        key, strength = self.key(), self.config.key.strength
+        if key is None or strength <= 0:
+            key = None  # strength 0: exactly the output without a key
+        self.masks.set_key(key.pitch_classes if key is not None and strength >= 1 else None)
         now_s = self.decoder.time_s
         releasable = [pitch for pitch, onset in self.decoder.sounding.items() if onset < now_s - 1e-9]
         # An answer's first token begins a note, so it sounds at once instead of after a pause the
@@ -399,9 +427,20 @@ class Engine:
         allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, onset_now, releasable,
                                    velocity_first=self.state is not State.REACTING)
         logits, looked_past = self.memory.mix(self.logits, self.recent, self.config.memory.attachment, allowed)
+        if key is not None and strength < 1:
+            logits = logits + self._key_penalty(key, strength)  # out-of-key NOTE_ONs damped
         token = sample(logits, sampling.temperature, sampling.top_p, self.rng, allowed)
         self.recent.extend(looked_past)  # the memory's context goes on as if improv had played them too
         self.feed_generated(token)
+
+    def _key_penalty(self, key: Key, strength: float) -> np.ndarray:
+        """log(1 - strength) on each out-of-key NOTE_ON, 0 elsewhere (kept while key and strength stay)."""
+        if self._penalty_for != (key, strength):
+            self._penalty_for = (key, strength)
+            on = self.vocab.offset("NOTE_ON")
+            self._penalty[:] = 0
+            self._penalty[on : on + 128][key.out_of_key()] = penalty(strength)
+        return self._penalty
 
     def feed_generated(self, token: int) -> None:
         """Feed a token as improv's own: notes wait in `pending`, time shifts respect max_note_ms."""

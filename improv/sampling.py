@@ -36,6 +36,8 @@ class MaskBuilder:
     - NOTE_ON only within [pitch_low, pitch_high] and while fewer than max_polyphony notes sound;
     - NOTE_OFF only for notes improv itself is sounding (`releasable`: those that have sounded for
       at least a time step, so no note is inaudibly short);
+    - with a key (`set_key`), NOTE_ON only for pitches in it, unless none in the key is otherwise
+      allowed (a pitch range with no note of the key: improv plays rather than stall);
     - `onset_now`: at the start of an answer, nothing but VELOCITY and NOTE_ON, so the first note
       sounds at once instead of after a model-chosen pause; with `velocity_first` off, NOTE_ON only
       (the note takes the velocity last heard), which saves a model step before it.
@@ -55,6 +57,8 @@ class MaskBuilder:
         self.onset_only[velocity : velocity + vocab.velocity_bins] = True
         self._onset_masks: dict[tuple, np.ndarray] = {}
         self.pitch_low = self.pitch_high = -1
+        self.in_key: np.ndarray | None = None  # per MIDI pitch: in the key
+        self.key_pitch_classes: frozenset[int] | None = None
         self.set_range(0, NUM_PITCHES - 1)
         self._mask = np.empty(vocab.size, dtype=bool)
 
@@ -62,6 +66,15 @@ class MaskBuilder:
         if (pitch_low, pitch_high) != (self.pitch_low, self.pitch_high):
             self._onset_masks = {}  # kept for one range at a time: a controller can move it anywhere
         self.pitch_low, self.pitch_high = pitch_low, pitch_high
+
+    def set_key(self, pitch_classes: frozenset[int] | None) -> None:
+        """Keep NOTE_ONs to these pitch classes (0 = C); None: every pitch."""
+        if pitch_classes == self.key_pitch_classes:
+            return
+        self._onset_masks = {}
+        self.key_pitch_classes = pitch_classes
+        self.in_key = (None if pitch_classes is None
+                       else np.array([p % 12 in pitch_classes for p in range(NUM_PITCHES)], dtype=bool))
 
     def build(self, sounding, max_polyphony: int, onset_now: bool = False, releasable=None,
               velocity_first: bool = True) -> np.ndarray:
@@ -83,6 +96,11 @@ class MaskBuilder:
         mask[on + self.pitch_high + 1 : on + NUM_PITCHES] = False
         if len(sounding) >= max_polyphony:
             mask[on : on + NUM_PITCHES] = False
+        if self.in_key is not None:
+            notes = mask[on : on + NUM_PITCHES]
+            keyed = notes & self.in_key
+            if keyed.any() or not notes.any():
+                notes[:] = keyed
         if not onset_now:
             for pitch in sounding if releasable is None else releasable:
                 mask[self.off + pitch] = True

@@ -200,3 +200,15 @@ def test_a_broken_config_yaml_in_the_current_folder_is_read_and_refused(tmp_path
     (tmp_path / "config.yaml").write_text("engine:\n  mode: [continuous\n")
     assert_clean_error(improv("generate", "--seed", CHORALE, "--out", tmp_path / "o.mid", cwd=tmp_path),
                        "config.yaml is not valid YAML", "line 3, column 1")
+
+
+def test_generate_takes_a_key_and_refuses_a_bad_one_in_one_line(tmp_path):
+    out = tmp_path / "out.mid"
+    result = improv("generate", "--seed", CHORALE, "--out", out, "--seconds", 4, "--random-seed", 3,
+                    "--key", "C:major", "--key-strength", 1)
+    assert result.returncode == 0, result.stderr
+    ons = [m.note for m in mido.MidiFile(out).tracks[1] if m.type == "note_on" and m.velocity > 0]
+    assert ons and {p % 12 for p in ons} <= {0, 2, 4, 5, 7, 9, 11}
+    assert_clean_error(improv("generate", "--seed", CHORALE, "--out", out, "--key", "H:major"),
+                       "key.name: 'H' is not a tonic")
+    assert_clean_error(improv("run", "--key-strength", "2", "--no-record"), "key.strength must be in range 0.0..1.0")

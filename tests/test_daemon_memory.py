@@ -203,3 +203,12 @@ def test_the_memory_is_saved_beside_the_recording_and_starts_the_next_set(daemon
     empty = load_or_empty(tmp_path / "foreign.npz", vocab.to_json(), vocab.size, 1000, warnings.append)
     assert isinstance(empty, SessionMemory) and empty.tokens_learned == 0
     assert len(warnings) == 1 and "is not an improv session memory" in warnings[0]
+
+
+def test_the_status_line_shows_the_key_detected_from_the_player(daemon_with):
+    daemon, midi = daemon_with(make_config(key__name="auto", engine__enabled=False))
+    assert "key auto ?" in daemon.status_line()
+    midi.phrase([57, 60, 64, 62, 59, 56, 57, 64, 57], note_s=0.03)  # A harmonic minor
+    assert wait_for(lambda: "key auto A:minor |" in daemon.status_line()), daemon.status_line()
+    daemon.config.key.name = "D:dorian"
+    assert "key D:dorian |" in daemon.status_line()
