@@ -24,6 +24,7 @@ Its size is bounded: past `max_contexts`, the contexts heard least recently are 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections import OrderedDict, deque
@@ -33,15 +34,17 @@ from typing import Callable
 import numpy as np
 
 from improv.errors import ImprovError
+from improv.midi.files import replace_file
 
 MAX_ORDER = 6
-MAX_CONTEXTS = 20_000  # about 460 bytes each: some 9 MB at most, and minutes of playing before it forgets
+MAX_CONTEXTS = 20_000  # bounded memory, yet minutes of playing before it forgets (sizes: docs/design.md)
 FIRST_WEIGHT_PER_ORDER = 0.1  # each matched order's weight before the session has taught it anything
 EAGER_WEIGHT_PER_ORDER = 0.2  # at attachment 1: the memory's share per matched token, up to MAX_WEIGHT
 MAX_WEIGHT = 0.9  # the LSTM always keeps a share: the memory alone cannot produce what it never heard
 BALANCED_ATTACHMENT = 0.5  # where the mix uses the learned weights as they are
-WEIGHT_RATE = 0.02  # the step of the weights' gradient descent (0.05 learned worse on held-out pieces)
+WEIGHT_RATE = 0.02  # the step of the weights' gradient descent on the mix's log loss
 FORMAT = "improv-session-memory-1"
+LONGEST_ORDER = 16  # a saved memory claiming longer contexts is not one of improv's
 MAX_LOOKED_PAST = 2  # tokens the memory may look past to find one improv is allowed to play
 FEW_TYPES = 6  # up to this many next tokens, a Python loop beats building arrays for them
 
@@ -93,7 +96,9 @@ class SessionMemory:
         if p_model is not None:
             self._learn_weight(token, p_model)
         recent = tuple(self.recent)
-        for order in range(1, len(recent) + 1):
+        # Longest first: each shorter context is then heard more recently than the longer ones that end
+        # in it, so eviction never keeps a context whose suffix is gone (predict could not reach it).
+        for order in range(len(recent), 0, -1):
             context = recent[-order:]
             entry = self.contexts.get(context)
             if entry is None:
@@ -188,10 +193,10 @@ class SessionMemory:
         w = self.weight(matched, attachment)
         if w <= 0:
             return logits, ()
-        p_model = np.exp(logits - logits.max())
         if allowed is not None:
-            p_model *= allowed
+            logits = np.where(allowed, logits, -np.inf)  # before the max: the allowed tokens' own scale
             p_memory *= allowed
+        p_model = np.exp(logits - logits.max())
         p_model *= (1 - w) / p_model.sum()
         p_model += p_memory * (w / p_memory.sum())
         with np.errstate(divide="ignore"):  # masked tokens weigh 0: log 0 is -inf, as a mask makes it
@@ -205,32 +210,38 @@ class SessionMemory:
         table = np.array(rows, dtype=np.int32).reshape(-1, self.max_order + 2)
         header = json.dumps({"format": FORMAT, "vocab": vocab_spec, "max_order": self.max_order,
                              "recent": list(self.recent)})
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, header=np.array(header), table=table, unigram=self.unigram,
-                                weights=self.weights)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, header=np.array(header), table=table, unigram=self.unigram, weights=self.weights)
+        replace_file(Path(path), [buffer.getbuffer()])
 
     @classmethod
     def load(cls, path: str | os.PathLike, vocab_spec: str, vocab_size: int,
              max_contexts: int = MAX_CONTEXTS) -> "SessionMemory":
         """A saved memory; MemoryFileError saying what is wrong with an unreadable or foreign file."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an archive")
+            with data:
                 header, table, unigram = json.loads(str(data["header"])), data["table"], data["unigram"]
                 weights = data["weights"]
         except FileNotFoundError as err:
             raise MemoryFileError(f"memory file {path} does not exist") from err
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
             raise MemoryFileError(f"{path} is not an improv session memory ({err})") from err
-        if header.get("format") != FORMAT:
-            raise MemoryFileError(f"{path} is not an improv session memory (format {header.get('format')!r})")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise MemoryFileError(f"{path} is not an improv session memory (no {FORMAT} header)")
         if header.get("vocab") != vocab_spec or unigram.shape != (vocab_size,):
             raise MemoryFileError(f"{path} was learned with another model's vocabulary")
-        memory = cls(vocab_size, int(header["max_order"]), max_contexts)
-        if weights.shape != memory.weights.shape:
-            raise MemoryFileError(f"{path} is damaged: {weights.shape[0]} weights for orders 0..{memory.max_order}")
+        max_order, recent = header.get("max_order"), header.get("recent", [])
+        if (not isinstance(max_order, int) or not 0 <= max_order <= LONGEST_ORDER or table.ndim != 2
+                or table.shape[1] != max_order + 2 or weights.shape != (max_order + 1,)
+                or not _tokens_in_range(table[:, :-2], vocab_size, allow_padding=True)
+                or not _tokens_in_range(table[:, -2], vocab_size)
+                or not _tokens_in_range(np.asarray(recent, dtype=np.int64), vocab_size)
+                or (table[:, -1] <= 0).any() or (unigram < 0).any() or not np.isfinite(weights).all()):
+            raise MemoryFileError(f"{path} is a damaged improv session memory; start without it or from another")
+        memory = cls(vocab_size, max_order, max_contexts)
         memory.unigram[:] = unigram
         memory._order_0 = None
         memory.weights[:] = weights
@@ -240,6 +251,13 @@ class SessionMemory:
             entry = memory.contexts.setdefault(context, [0, {}])
             entry[0] += row[-1]
             entry[1][row[-2]] = row[-1]
-        memory.recent.extend(header.get("recent", []))
+        while len(memory.contexts) > memory.max_contexts:  # a larger file is cut now, not on the first note
+            memory.contexts.popitem(last=False)
+        memory.recent.extend(recent)
         memory.tokens_learned = int(unigram.sum())
         return memory
+
+
+def _tokens_in_range(tokens: np.ndarray, vocab_size: int, allow_padding: bool = False) -> bool:
+    low = -1 if allow_padding else 0
+    return bool(((tokens >= low) & (tokens < vocab_size)).all())

@@ -82,16 +82,56 @@ def test_a_saved_memory_predicts_as_the_one_it_was(tmp_path):
     assert list(loaded.recent) == list(memory.recent) and loaded.tokens_learned == 9
 
 
+def damaged(path, **changes) -> None:
+    """A saved memory with some of its arrays replaced."""
+    memory = SessionMemory(V, max_order=2)
+    memory.learn_all([1, 2, 3, 1, 2])
+    memory.save(path, "vocab-a")
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
 @pytest.mark.parametrize("kind, message", [
     ("missing", "does not exist"),
     ("garbage", "is not an improv session memory"),
+    ("one array", "is not an improv session memory"),
     ("foreign", "another model's vocabulary"),
+    ("no order", "damaged"),
+    ("token out of range", "damaged"),
 ])
-def test_an_unreadable_or_foreign_memory_file_says_what_is_wrong(tmp_path, kind, message):
+def test_an_unreadable_foreign_or_damaged_memory_file_says_what_is_wrong(tmp_path, kind, message):
     path = tmp_path / "m.npz"
     if kind == "garbage":
         path.write_bytes(b"not a memory")
+    elif kind == "one array":
+        with open(path, "wb") as handle:
+            np.save(handle, np.zeros(3))
     elif kind == "foreign":
         SessionMemory(V).save(path, "vocab-b")
+    elif kind == "no order":
+        damaged(path, header=np.array('{"format": "improv-session-memory-1", "vocab": "vocab-a"}'))
+    elif kind == "token out of range":
+        damaged(path, table=np.array([[1, -1, V + 5, 1]], dtype=np.int32))
     with pytest.raises(MemoryFileError, match=message):
         SessionMemory.load(path, "vocab-a", V)
+
+
+def test_a_mask_far_below_the_models_favourite_still_mixes_to_a_distribution():
+    memory = SessionMemory(V, max_order=2)
+    memory.learn_all([1, 2, 3, 1, 2])
+    logits = np.full(V, -300.0, dtype=np.float32)
+    logits[9] = 0.0  # the model's favourite, masked out below
+    allowed = np.zeros(V, dtype=bool)
+    allowed[[3, 4]] = True
+    mixed, _ = memory.mix(logits, [1, 2], attachment=1.0, allowed=allowed)
+    p = np.exp(mixed.astype(np.float64))
+    assert np.isfinite(mixed[allowed]).all() and p[allowed].sum() == pytest.approx(1.0) and p[~allowed].sum() == 0
+
+
+def test_eviction_never_keeps_a_context_whose_shorter_suffix_is_gone():
+    memory = SessionMemory(V, max_order=3, max_contexts=4)
+    memory.learn_all([1, 2, 3, 4, 5, 6, 7])
+    for context in memory.contexts:
+        assert all(context[-k:] in memory.contexts for k in range(1, len(context))), list(memory.contexts)
