@@ -11,7 +11,6 @@ NOTE_OFF, NOTE_ON, CONTROL_CHANGE = 0x80, 0x90, 0xB0  # status high nibbles; the
 CC_SUSTAIN = 64
 SUSTAIN_DOWN_MIN = 64  # MIDI convention: a CC 64 value of 64 or more is pedal down
 CC_ALL_SOUND_OFF = 120
-CC_RESET_CONTROLLERS = 121
 CC_ALL_NOTES_OFF = 123
 FIRST_CHANNEL_MODE_CC = 120  # CC 120..127 are channel mode messages, never a setting's knob
 PANIC_CONTROLS = (CC_ALL_SOUND_OFF, CC_ALL_NOTES_OFF)
@@ -35,10 +34,6 @@ def note_bytes(channel: int, pitch: int, velocity: int) -> list[int]:
 
 def control_bytes(channel: int, control: int, value: int) -> list[int]:
     return [CONTROL_CHANGE | channel, control, value]
-
-
-def is_note_on(data: list[int]) -> bool:
-    return len(data) > 2 and data[0] & 0xF0 == NOTE_ON and data[2] > 0
 
 
 def is_note(data: list[int]) -> bool:

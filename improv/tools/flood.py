@@ -31,7 +31,7 @@ from pathlib import Path
 from improv.errors import PortError
 from improv.tools.jackd import jack_running, start_private_jack
 from improv.tools.probe import ProbeClient
-from improv.tools.procstat import process_rss_mib
+from improv.tools.procstat import process_rss_mib, status_mib
 
 FULL_WAIT_S = 0.001  # the probe's queue is full: wait this long, then go on
 TICK_S = 0.0005  # the sender's pacing step
@@ -88,16 +88,6 @@ class Flooder:
         return self.sent - sent_before, took_s
 
 
-def rss_anon_mib(pid: int) -> float:
-    """The anonymous part of a process's resident memory (heap, thread arenas, stacks): VmRSS less the
-    pages of files mapped in, such as the code of the libraries, which a code path used for the first
-    time brings in once."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _stop(process: subprocess.Popen) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -139,12 +129,12 @@ def flood(seconds: float, rate: float, record: bool = True, warmup_s: float = 2.
             except PortError as err:
                 raise RuntimeError(f"improv run did not start: {err}\n{log_path.read_text()[-2000:]}") from err
             time.sleep(1.0)
-            rss_idle, anon_idle = process_rss_mib(daemon.pid), rss_anon_mib(daemon.pid)
+            rss_idle, anon_idle = process_rss_mib(daemon.pid), status_mib(daemon.pid, "RssAnon")
             flooder = Flooder(client, rate, sample=lambda: round(process_rss_mib(daemon.pid), 2))
             if warmup_s > 0:
                 flooder.pour(warmup_s)
                 time.sleep(settle_s)
-            rss_before, anon_before = process_rss_mib(daemon.pid), rss_anon_mib(daemon.pid)
+            rss_before, anon_before = process_rss_mib(daemon.pid), status_mib(daemon.pid, "RssAnon")
             flood_started = time.monotonic()
             sent, took_s = flooder.pour(seconds)
             timeline = flooder.samples
@@ -152,7 +142,7 @@ def flood(seconds: float, rate: float, record: bool = True, warmup_s: float = 2.
             while (left := settle_end - time.monotonic()) > 0:  # the backlog drains, improv may answer
                 time.sleep(min(0.5, left))
                 timeline.append((round(time.monotonic() - flood_started, 1), round(process_rss_mib(daemon.pid), 2)))
-            rss_after, anon_after = process_rss_mib(daemon.pid), rss_anon_mib(daemon.pid)
+            rss_after, anon_after = process_rss_mib(daemon.pid), status_mib(daemon.pid, "RssAnon")
             alive = daemon.poll() is None
         finally:
             exit_code = _stop(daemon)

@@ -18,6 +18,7 @@ import numpy as np
 
 from improv.config import Config
 from improv.midi.files import read_messages
+from improv.midi.messages import DRUM_CHANNEL
 from improv.model import OnnxModel
 from improv.offline import continue_performance
 
@@ -29,7 +30,7 @@ def pitch_grams(pitches: list[int], n: int = GRAM) -> list[tuple[int, ...]]:
 
 
 def onset_pitches(messages) -> list[int]:
-    return [m.note for _, m in messages if m.type == "note_on" and m.velocity > 0 and m.channel != 9]
+    return [m.note for _, m in messages if m.type == "note_on" and m.velocity > 0 and m.channel != DRUM_CHANNEL]
 
 
 def reuse(seed_pitches: list[int], answer_pitches: list[int]) -> tuple[float | None, float | None]:

@@ -26,11 +26,17 @@ def process_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-def process_rss_mib(pid: int) -> float:
+def status_mib(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status in MiB: VmRSS (resident), RssAnon (its anonymous part:
+    heap, thread arenas, stacks; not the pages of files mapped in, such as the libraries' code)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def process_rss_mib(pid: int) -> float:
+    return status_mib(pid, "VmRSS")
 
 def idle_cpu_percent(pid: int, seconds: float = 5.0) -> float:
     cpu_before, started = process_cpu_s(pid), time.monotonic()
