@@ -35,7 +35,7 @@ class ClockFollower:
     def start(self, time_s: float) -> None:
         """Start: from the song's beginning. The first pulse after it is the downbeat."""
         self.position, self.running = 0, True
-        self.fit.clear()
+        self._forget_fit()
 
     def stop(self, time_s: float) -> None:
         self.running = False
@@ -43,12 +43,16 @@ class ClockFollower:
     def proceed(self, time_s: float) -> None:
         """Continue: on from where the song stopped or the pointer put it."""
         self.running = True
-        self.fit.clear()  # the time between stop and continue is not tempo
+        self._forget_fit()  # the time between stop and continue is not tempo
 
     def song_position(self, sixteenths: int) -> None:
         """Song Position Pointer: where the next Continue starts from."""
         self.position = sixteenths * PULSES_PER_SIXTEENTH
+        self._forget_fit()
+
+    def _forget_fit(self) -> None:
         self.fit.clear()
+        self.off_line.clear()
 
     def pulse(self, time_s: float) -> None:
         if not self.running:
