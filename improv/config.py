@@ -103,6 +103,7 @@ class ControlsSection:
     attachment: int | None = setting(31, low=0, high=LAST_KNOB_CC)
     key_strength: int | None = setting(33, low=0, high=LAST_KNOB_CC)
     reset: int | None = setting(32, low=0, high=LAST_KNOB_CC, action=True)  # a new piece: forget the session
+    answer: int | None = setting(34, low=0, high=LAST_KNOB_CC, action=True)  # answer now, without the silence
 
 
 @dataclass

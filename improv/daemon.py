@@ -229,7 +229,12 @@ class Daemon:
             self.engine.panic(now)
             self.guard.release_all()
             return
-        if action_for(self.config, control) == "reset":
+        action = action_for(self.config, control)
+        if action == "answer":
+            log.info("answer now (CC %d)", control)
+            self._send(self.engine.answer_now(now), now)
+            return
+        if action == "reset":
             log.info("reset (CC %d): a new piece; the session memory and the model's state start again", control)
             self._send(self.engine.panic(now), now)
             self.engine.forget(now)

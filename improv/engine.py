@@ -76,6 +76,8 @@ class State(Enum):
                               are all silent: improv comes in at once
     LISTENING | WAITING -> ANSWERING  continuous: the same while improv's last notes still sound:
                               it plays on in its own time
+    LISTENING | WAITING -> STARTING   the answer-now control: the answer begins at once, as if
+                              silence_ms had passed with every key up (held keys are let go)
     STARTING | REACTING -> ANSWERING  the answer's first NOTE_ON is generated
     STARTING | REACTING | ANSWERING -> LISTENING   the answer reaches its length; or, in
                               call-response, the model hears the player (then WAITING on a key)
@@ -157,6 +159,7 @@ class Engine:
         self.pending: deque[Pending] = deque()
         self.sent: dict[int, float] = {}  # improv notes sounding on the output: pitch -> onset time
         self.keys_down: set[int] = set()
+        self.let_go: set[int] = set()  # keys answer_now took as let go: their key-ups are not heard
         self.last_player_s: float | None = None
         self.state = State.LISTENING
         # When the answer under way ends. Its own field: a continuous answer's end moves with every
@@ -264,6 +267,11 @@ class Engine:
         self.state = State.STARTING
         self.answer_end_s = start_s + self.config.engine.response_ms / 1000
 
+    def _answer_asked(self, now_s: float) -> None:
+        assert not self.state.generating
+        self.state = State.STARTING
+        self.answer_end_s = now_s + self.config.engine.response_ms / 1000
+
     def _note_generated(self) -> None:
         if self.state in (State.STARTING, State.REACTING):
             self.state = State.ANSWERING
@@ -306,6 +314,10 @@ class Engine:
         if getattr(msg, "channel", 0) == DRUM_CHANNEL and kind in ("note_on", "note_off"):
             return []  # drums are not pitches: the model does not hear them
         key_struck = kind == "note_on" and msg.velocity > 0
+        if kind in ("note_on", "note_off") and msg.note in self.let_go:
+            self.let_go.discard(msg.note)
+            if not key_struck:
+                return []  # heard as let go already (answer_now); improv may be sounding that pitch now
         if key_struck:
             self.keys_down.add(msg.note)
             self.notes_in += 1
@@ -513,6 +525,30 @@ class Engine:
         self.keys_down.clear()
         self._feed_heard(self.encoder.release_all(now_s))
         self._commit(self._checkpoint())
+        return out
+
+    def answer_now(self, now_s: float) -> list[NoteEvent]:
+        """Answer at once, as if silence_ms had passed with every key up (call-and-response), or
+        come in now (continuous). Keys still held, and notes ringing under the pedal, are heard as let
+        go now, as panic lets them go: their key-ups, when they come, are then nothing the model
+        hears, so they do not stop the answer. Nothing happens while improv is off or already
+        playing. Returns the events to send now (improv's release of notes still sounding from an
+        answer that was ending, in call-and-response)."""
+        if not self.config.engine.enabled or self.state.generating:
+            return []
+        out = self._interrupt(now_s)
+        held = sorted(self.keys_down | self.encoder.pedal_held)
+        self.encoder.pedal_down, self.encoder.pedal_held = False, set()
+        tokens = [token for pitch in held for token in self.encoder.note_off(now_s, pitch)]
+        self.let_go |= self.keys_down
+        self.keys_down.clear()
+        if tokens:
+            self._feed_heard(tokens)
+        self._commit(self._checkpoint())
+        # As _start_answer: the pause since the last thing heard, not in the memory's context.
+        self._feed_heard(self.encoder.advance_to(now_s), in_context=False)
+        self._align_decoder(now_s)
+        self._answer_asked(now_s)
         return out
 
     def stop(self, now_s: float) -> list[NoteEvent]:

@@ -129,7 +129,7 @@ def test_config_yaml_states_each_range_the_fields_declare():
 def test_every_control_turns_a_setting_that_has_a_knob_or_is_an_action():
     controls = {item.name for item in __import__("dataclasses").fields(config.ControlsSection)}
     assert set(config.knobs()) | set(config.actions()) == controls
-    assert config.actions() == ("reset",)
+    assert config.actions() == ("reset", "answer")
 
 
 def test_two_settings_on_one_cc_are_refused_naming_both():

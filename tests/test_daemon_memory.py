@@ -212,3 +212,21 @@ def test_the_status_line_shows_the_key_detected_from_the_player(daemon_with):
     assert wait_for(lambda: "key auto A:minor |" in daemon.status_line()), daemon.status_line()
     daemon.config.key.name = "D:dorian"
     assert "key D:dorian |" in daemon.status_line()
+
+
+def test_the_answer_cc_answers_at_once_even_with_a_key_held(daemon_with):
+    daemon, midi = daemon_with(make_config(engine__silence_ms=10_000, engine__response_ms=3000))
+    last_up = midi.phrase(PHRASE)
+    assert not answered(midi, last_up, timeout_s=0.5), "answered before the silence"
+    asked = midi.play(0xB0, daemon.config.controls.answer, 127)
+    assert answered(midi, asked, timeout_s=1.0)
+    first = note_ons(midi.received(asked))[0][0]
+    assert first - asked < 0.1, f"the answer began {first - asked:.3f} s after the CC"
+    midi.play(0xB0, CC_ALL_NOTES_OFF, 0)  # panic ends it
+    time.sleep(0.2)
+    # A key held when the CC comes: taken as let go; its key-up later does not stop the answer.
+    midi.play(0x90, 62, 90)
+    asked = midi.play(0xB0, daemon.config.controls.answer, 127)
+    assert answered(midi, asked, timeout_s=1.0)
+    released = midi.play(0x80, 62, 0)
+    assert wait_for(lambda: note_ons(midi.received(released + 0.05)), 2.0), "the key-up stopped the answer"

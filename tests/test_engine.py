@@ -423,3 +423,61 @@ def test_a_high_attachment_answers_with_the_players_own_line():
     assert answered, "no answer"
     from_motif = sum(pitch in motif for pitch in answered)
     assert from_motif / len(answered) > 0.5, answered
+
+
+# -- answer now --------------------------------------------------------------------------------
+def pedal(value):
+    import mido
+
+    return mido.Message("control_change", control=64, value=value)
+
+
+def test_answer_now_starts_the_answer_at_once_without_the_silence():
+    engine, model, clock = scripted_engine(melody(V), engine__silence_ms=2000, engine__lookahead_ms=500)
+    played = [(0.0, Msg("note_on", 60, 80)), (0.2, Msg("note_off", 60, 0))]
+    assert perform(engine, clock, played) == []
+    assert engine.state is State.WAITING
+    clock.advance_to(0.5)
+    assert engine.answer_now(0.5) == []
+    assert engine.state is State.STARTING and engine.answer_end_s == pytest.approx(0.5 + 6.0)
+    out = run_until(engine, clock, 0.75)
+    v = as_heard(80)
+    assert events(out) == [(0.5, 70, v), (0.6, 70, 0), (0.6, 72, v), (0.7, 72, 0), (0.7, 74, v)]
+    assert model.history[:8] == [START, velocity_token(80), ON(60), SHIFT(20), OFF(60),
+                                 SHIFT(30),  # the pause up to the control: no silence_ms
+                                 ON(70), SHIFT(10)]
+    assert engine.answer_now(0.75) == [] and engine.state is State.ANSWERING  # already answering: nothing
+
+
+def test_answer_now_with_keys_held_lets_them_go_and_their_key_ups_do_not_stop_the_answer():
+    engine, model, clock = scripted_engine(melody(V), engine__silence_ms=2000, engine__lookahead_ms=500)
+    played = [(0.0, Msg("note_on", 60, 80)), (0.1, pedal(127)), (0.2, Msg("note_on", 62, 80)),
+              (0.3, Msg("note_off", 62, 0))]  # 60 held, 62 ringing under the pedal
+    perform(engine, clock, played)
+    clock.advance_to(0.5)
+    engine.answer_now(0.5)
+    out = run_until(engine, clock, 0.65)
+    assert model.history[:10] == [START, velocity_token(80), ON(60), SHIFT(20), ON(62),
+                                  SHIFT(30), OFF(60), OFF(62),  # heard as let go when answer-now came
+                                  ON(70), SHIFT(10)]
+    assert not engine.keys_down and not engine.encoder.pedal_held
+    # The real key-up and pedal-up come later: nothing the model hears, so the answer goes on.
+    out += engine.on_player(0.65, Msg("note_off", 60, 0))
+    out += engine.on_player(0.66, pedal(0))
+    out += run_until(engine, clock, 0.85)
+    assert engine.state is State.ANSWERING
+    assert [e.pitch for e in out if e.is_on] == [70, 72, 74, 76]  # every 100 ms from 0.5 on
+    assert pair_up(out + engine.stop(clock.now()))
+
+
+def test_answer_now_does_nothing_when_improv_is_off_and_comes_in_in_continuous_mode():
+    engine, model, clock = scripted_engine(melody(V), engine__enabled=False)
+    perform(engine, clock, [(0.0, Msg("note_on", 60, 80)), (0.2, Msg("note_off", 60, 0))])
+    assert engine.answer_now(0.3) == [] and engine.state is State.WAITING
+    engine, model, clock = scripted_engine(melody(V), engine__mode="continuous", engine__response_ms=1000)
+    clock.advance_to(1.0)
+    engine.answer_now(1.0)  # nothing heard yet: improv starts on its own
+    out = run_until(engine, clock, 3.0) + engine.stop(clock.now())
+    ons = [e.time_s for e in out if e.is_on]
+    assert ons[0] == pytest.approx(1.0) and ons[-1] < 2.0
+    pair_up(out)
