@@ -2,11 +2,18 @@
 
     python -m training.train --config default [--resume]     # or --config tiny, or --config my.yaml
     python -m training.train --config default --device cuda --amp   # a GPU, mixed precision
+    torchrun --nproc_per_node 2 -m training.train --config default   # data-parallel: 2 processes (GPUs)
 
 --device auto (the default) trains on a GPU when torch sees one (CUDA, else Apple's MPS), else on the
 CPU. --amp (GPUs only; refused on the CPU) runs the forward pass under autocast in bfloat16 where the GPU
 has it, else float16 with a gradient scaler. Weights stay float32 and checkpoints are saved from CPU
 copies, so a checkpoint from any device loads on the CPU and exports the same ONNX file.
+
+Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK in the environment; its multi-node flags work too)
+each process trains on its own windows (sampler seed + rank), batch_size / WORLD_SIZE a step, and
+DistributedDataParallel averages the gradients (backend nccl on CUDA, gloo on the CPU), so the
+global batch is the config's. Rank 0 alone validates and writes checkpoints, the log, the progress
+bar and TensorBoard; --resume works with any number of processes.
 
 A checkpoint (`last.pt`, and `best.pt` on the best validation loss) is written each epoch and
 carries its own settings, so export and resume need nothing else. An "epoch" is `epoch_tokens`
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import math
 import os
 import platform
@@ -235,14 +243,107 @@ def tensorboard_writer(out_dir: Path):
         return None
 
 
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a torchrun job (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE), or a lone run."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "Processes":
+        if "RANK" not in env or "WORLD_SIZE" not in env:  # not started by torchrun
+            return cls()
+        try:
+            return cls(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]),
+                       int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])))
+        except ValueError as err:
+            raise TrainingError(f"torchrun's environment is not numbers: {err}") from err
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone writes checkpoints, logs, the progress bar and TensorBoard, and validates."""
+        return self.rank == 0
+
+    def describe(self) -> str:
+        machines = max(1, self.world_size // max(1, self.local_world_size))
+        return f"{self.world_size} processes on {machines} machine{'s' * (machines != 1)}"
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """Each process's windows a step: the config's batch is the global batch, shared out evenly."""
+    if batch_size % world_size:
+        raise TrainingError(f"batch_size {batch_size} does not divide among {world_size} processes (WORLD_SIZE): "
+                            f"each takes batch_size / WORLD_SIZE windows a step, so the global batch stays the "
+                            f"config's; choose a batch_size that is a multiple of {world_size}")
+    return batch_size // world_size
+
+
 def train(config: TrainConfig, resume: bool = False, log=print, device: str = "auto", amp: str | None = None) -> Path:
-    """Train (or with resume, continue) a run; returns best.pt. `device` and `amp` as --device and --amp."""
-    torch.set_num_threads(config.threads)
-    run_device = resolve_device(device)
+    """Train (or with resume, continue) a run; returns best.pt. `device` and `amp` as --device and --amp.
+
+    Started by torchrun (RANK and WORLD_SIZE set), each process trains on its own windows and
+    DistributedDataParallel averages the gradients; the process group ends with the run.
+    """
+    processes = Processes.from_env()
+    batch = per_process_batch(config.batch_size, processes.world_size)  # before anything starts
+    run_device = resolve_device(device, processes.local_rank)
     dtype = amp_dtype(amp, run_device)
-    torch.manual_seed(config.seed)
+    if not processes.distributed:
+        return _train(config, resume, log, run_device, dtype, processes, batch)
+    from torch import distributed
+
+    if run_device.type == "cuda":
+        torch.cuda.set_device(run_device)
+    # The others wait while rank 0 validates and saves: a long validation must not time them out.
+    distributed.init_process_group("nccl" if run_device.type == "cuda" else "gloo",
+                                   timeout=datetime.timedelta(hours=2))
+    try:
+        return _train(config, resume, log if processes.main else _quiet, run_device, dtype, processes, batch)
+    finally:
+        distributed.destroy_process_group()
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    pass
+
+
+def _broadcast(value, processes: Processes):
+    """Rank 0's value on every process (a no-op alone)."""
+    if not processes.distributed:
+        return value
+    from torch import distributed
+
+    box = [value]
+    distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _all_sum(value: float, processes: Processes, device: torch.device) -> float:
+    if not processes.distributed:
+        return value
+    from torch import distributed
+
+    total = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    distributed.all_reduce(total)
+    return float(total.item())
+
+
+def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dtype: torch.dtype | None,
+           processes: Processes, batch_size: int) -> Path:
+    # A CPU shared by a machine's processes: its threads are shared out too.
+    threads = config.threads if run_device.type != "cpu" else max(1, config.threads // processes.local_world_size)
+    torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)  # the same initial weights on every process
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if processes.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     vocab = Vocabulary()
     if not Path(config.data).is_file():
         raise TrainingError(f"no dataset at {config.data} (the config's `data`): make one with "
@@ -250,12 +351,16 @@ def train(config: TrainConfig, resume: bool = False, log=print, device: str = "a
     dataset = Dataset.load(Path(config.data))
     model_config = ModelConfig(vocab_size=vocab.size, **config.model)
     model = EventLSTM(model_config).to(run_device)
+    if processes.rank:
+        torch.manual_seed(config.seed + processes.rank)  # its own dropout masks
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     augment = Augment(**config.augment) if config.augment is not None else None
-    sampler = WindowSampler(dataset, "train", vocab, config.seq_len, augment, config.seed)
-    # Player-like validation: the held-out pieces augmented once, identically every epoch and run.
-    validation = augmented_tokens(dataset, "validation", vocab, 1, EVAL_AUGMENT_SEED)[: config.validation_pieces]
-    if not validation:
+    # Each process draws its own windows; rank 0 draws exactly what a lone run would.
+    sampler = WindowSampler(dataset, "train", vocab, config.seq_len, augment, config.seed + processes.rank)
+    # Player-like validation (rank 0): the held-out pieces augmented once, identically every epoch and run.
+    validation = (augmented_tokens(dataset, "validation", vocab, 1, EVAL_AUGMENT_SEED)[: config.validation_pieces]
+                  if processes.main else [])
+    if processes.main and not validation:
         log(f"no validation pieces: the data has {len(dataset.piece_ids)} pieces and the split (about 1 piece in 20 "
             "goes to validation) gave none to it; validation loss is not measured and best.pt is the last epoch - "
             "add more files")
@@ -270,35 +375,52 @@ def train(config: TrainConfig, resume: bool = False, log=print, device: str = "a
     state = {"step": 0, "epoch": 0, "history": [], "best_bits": float("inf"), "elapsed_s": 0.0, "machines": []}
 
     last = out_dir / "last.pt"
-    if resume and last.exists():
-        checkpoint = torch.load(last, weights_only=False, map_location="cpu")
-        model.load_state_dict(checkpoint["model"])
+    # Rank 0 reads the checkpoint and hands it to the others: no file system need be shared.
+    checkpoint = torch.load(last, weights_only=False, map_location="cpu") if resume and processes.main \
+        and last.exists() else None
+    checkpoint = _broadcast(checkpoint, processes)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])  # the unwrapped model's weights
         optimizer.load_state_dict(checkpoint["optimizer"])  # its state moves to the parameters' device
         if scaler is not None and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
-        sampler.rng.bit_generator.state = checkpoint["sampler_rng"]
-        torch.set_rng_state(checkpoint["torch_rng"])
         state = checkpoint["state"]
-        log(f"resumed from {last} at epoch {state['epoch']}, step {state['step']}")
+        if processes.main:
+            sampler.rng.bit_generator.state = checkpoint["sampler_rng"]
+            torch.set_rng_state(checkpoint["torch_rng"])
+        else:  # the others reseed from where the run stands, the same way on every resume
+            sampler.rng = np.random.default_rng([config.seed, processes.rank, state["step"]])
+            torch.manual_seed(config.seed + 1000 * processes.rank + state["step"])
+        log(f"resumed from {last} at epoch {state['epoch']}, step {state['step']}"
+            + (f" on {processes.world_size} processes" if processes.distributed else ""))
     machine = machine_description(run_device)
+    if processes.distributed:
+        machine += f"; {processes.describe()}"
     if machine not in state.setdefault("machines", []):  # a run resumed elsewhere names both machines
         state["machines"].append(machine)
+    net = model
+    if processes.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Gradients are averaged over the processes in backward; every process steps the same weights.
+        net = DistributedDataParallel(model, device_ids=[run_device] if run_device.type == "cuda" else None)
     precision = "" if dtype is None else f", mixed precision {'bf16' if dtype == torch.bfloat16 else 'fp16'}"
-    log(f"model {count_parameters(model):,} parameters on {run_device}{precision}; {steps_per_epoch} steps an epoch, "
-        f"{config.epochs} epochs; data {dataset.summary()}")
-    writer = tensorboard_writer(out_dir)
+    spread = (f" ({processes.describe()}, {batch_size} windows each a step)" if processes.distributed else "")
+    log(f"model {count_parameters(model):,} parameters on {run_device}{precision}{spread}; {steps_per_epoch} steps "
+        f"an epoch, {config.epochs} epochs; data {dataset.summary()}")
+    writer = tensorboard_writer(out_dir) if processes.main else None
     started = time.monotonic() - state["elapsed_s"]
     session_started, session_step = time.monotonic(), state["step"]  # the pace for the run's ETA
-    model.train()
+    net.train()
     while state["epoch"] < config.epochs:
-        bar = progress_bar(steps_per_epoch, f"epoch {state['epoch'] + 1}/{config.epochs}")
+        bar = progress_bar(steps_per_epoch, f"epoch {state['epoch'] + 1}/{config.epochs}") if processes.main else None
         epoch_start, epoch_tokens, running = time.monotonic(), 0, None
         for _ in range(steps_per_epoch):
-            batch = torch.from_numpy(sampler.batch(config.batch_size)).to(run_device)  # (B, T + 1)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            h0, c0 = model.initial_state(config.batch_size)
+            windows = torch.from_numpy(sampler.batch(batch_size)).to(run_device)  # (B, T + 1)
+            inputs, targets = windows[:, :-1], windows[:, 1:]
+            h0, c0 = model.initial_state(batch_size)
             with autocast():
-                logits, _, _ = model(inputs, h0, c0)  # (B, T, V)
+                logits, _, _ = net(inputs, h0, c0)  # (B, T, V)
                 loss = loss_fn(logits.reshape(-1, vocab.size).float(), targets.reshape(-1))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, state["step"], total_steps)
@@ -315,10 +437,10 @@ def train(config: TrainConfig, resume: bool = False, log=print, device: str = "a
                 scaler.update()
             state["step"] += 1
             epoch_tokens += int((targets != pad).sum())
-            bits = loss.item() / LN2
+            bits = loss.item() / LN2  # this process's windows (rank 0's in the log)
             running = bits if running is None else 0.98 * running + 0.02 * bits
-            tokens_per_s = epoch_tokens / max(time.monotonic() - epoch_start, 1e-9)
             if bar is not None:
+                tokens_per_s = epoch_tokens * processes.world_size / max(time.monotonic() - epoch_start, 1e-9)
                 step_s = (time.monotonic() - session_started) / (state["step"] - session_step)
                 eta = run_eta_s(config, steps_per_epoch, state["step"], time.monotonic() - started, step_s)
                 bar.set_postfix(bits=f"{running:.3f}", tok_s=f"{tokens_per_s:,.0f}", run_eta=clock(eta), refresh=False)
@@ -327,37 +449,54 @@ def train(config: TrainConfig, resume: bool = False, log=print, device: str = "a
                 writer.add_scalar("train/bits_per_token", bits, state["step"])
         if bar is not None:
             bar.close()
+        # Every process's tokens: the run's throughput.
+        tokens_per_s = _all_sum(epoch_tokens, processes, run_device) / max(time.monotonic() - epoch_start, 1e-9)
         state["epoch"] += 1
-        val_bits, val_tokens = held_out_bits(model, validation, pad) if validation else (None, 0)
-        state["elapsed_s"] = time.monotonic() - started
-        record = {"epoch": state["epoch"], "step": state["step"], "train_bits": running,
-                  "validation_bits": val_bits, "tokens_per_s": tokens_per_s, "elapsed_s": state["elapsed_s"]}
-        state["history"].append(record)
-        stopping = config.max_minutes is not None and state["elapsed_s"] > config.max_minutes * 60
-        step_s = (time.monotonic() - session_started) / (state["step"] - session_step)
-        eta = 0.0 if stopping else run_eta_s(config, steps_per_epoch, state["step"], state["elapsed_s"], step_s)
-        validation_text = (f"validation {val_bits:.3f} bits/token over {val_tokens} tokens" if val_bits is not None
-                           else "no validation pieces")
-        log(f"epoch {state['epoch']}/{config.epochs}: train {running:.3f} bits/token, {validation_text}, "
-            f"{tokens_per_s:,.0f} tokens/s, {clock(state['elapsed_s'])} elapsed, run ETA {clock(eta)}")
-        if writer is not None and val_bits is not None:
-            writer.add_scalar("validation/bits_per_token", val_bits, state["step"])
-        checkpoint = {"model": cpu_state_dict(model), "model_config": model_config.to_dict(),
-                      "train_config": asdict(config), "vocab": vocab.to_json(), "optimizer": optimizer.state_dict(),
-                      "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                      "scaler": scaler.state_dict() if scaler is not None else None,
-                      "state": state, "data_summary": dataset.summary()}
-        _save(checkpoint, last)
-        if val_bits is None or val_bits < state["best_bits"]:  # no validation pieces: the latest is best
-            if val_bits is not None:
-                state["best_bits"] = val_bits
-            _save(checkpoint, out_dir / "best.pt")
-        if stopping:
+        stopping = False
+        if processes.main:
+            val_bits, val_tokens = held_out_bits(model, validation, pad) if validation else (None, 0)
+            net.train()
+            stopping = _end_epoch(config, state, model, model_config, optimizer, scaler, sampler, dataset, vocab,
+                                  out_dir, writer, log, running, val_bits, val_tokens, tokens_per_s, started,
+                                  session_started, session_step, steps_per_epoch, processes)
+        if _broadcast(stopping, processes):  # the others wait here while rank 0 validates and saves
             log(f"stopping: max_minutes={config.max_minutes} reached")
             break
     if writer is not None:
         writer.close()
     return out_dir / "best.pt"
+
+
+def _end_epoch(config, state, model, model_config, optimizer, scaler, sampler, dataset, vocab, out_dir, writer, log,
+               running, val_bits, val_tokens, tokens_per_s, started, session_started, session_step, steps_per_epoch,
+               processes) -> bool:
+    """Rank 0 at an epoch's end: the log line, TensorBoard, last.pt and best.pt. True when the run stops."""
+    state["elapsed_s"] = time.monotonic() - started
+    record = {"epoch": state["epoch"], "step": state["step"], "train_bits": running,
+              "validation_bits": val_bits, "tokens_per_s": tokens_per_s, "elapsed_s": state["elapsed_s"]}
+    if processes.distributed:
+        record["processes"] = processes.world_size
+    state["history"].append(record)
+    stopping = config.max_minutes is not None and state["elapsed_s"] > config.max_minutes * 60
+    step_s = (time.monotonic() - session_started) / (state["step"] - session_step)
+    eta = 0.0 if stopping else run_eta_s(config, steps_per_epoch, state["step"], state["elapsed_s"], step_s)
+    validation_text = (f"validation {val_bits:.3f} bits/token over {val_tokens} tokens" if val_bits is not None
+                       else "no validation pieces")
+    log(f"epoch {state['epoch']}/{config.epochs}: train {running:.3f} bits/token, {validation_text}, "
+        f"{tokens_per_s:,.0f} tokens/s, {clock(state['elapsed_s'])} elapsed, run ETA {clock(eta)}")
+    if writer is not None and val_bits is not None:
+        writer.add_scalar("validation/bits_per_token", val_bits, state["step"])
+    checkpoint = {"model": cpu_state_dict(model), "model_config": model_config.to_dict(),
+                  "train_config": asdict(config), "vocab": vocab.to_json(), "optimizer": optimizer.state_dict(),
+                  "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                  "scaler": scaler.state_dict() if scaler is not None else None,
+                  "state": state, "data_summary": dataset.summary()}
+    _save(checkpoint, out_dir / "last.pt")
+    if val_bits is None or val_bits < state["best_bits"]:  # no validation pieces: the latest is best
+        if val_bits is not None:
+            state["best_bits"] = val_bits
+        _save(checkpoint, out_dir / "best.pt")
+    return stopping
 
 
 def _save(checkpoint: dict, path: Path) -> None:
@@ -378,9 +517,10 @@ def main(argv: list[str] | None = None) -> int:
                              "where the GPU has it, else fp16; refused on the CPU")
     args = parser.parse_args(argv)
     path = config_path(args.config)
-    print(f"config: {path}")
+    say = print if Processes.from_env().main else _quiet  # under torchrun, rank 0 speaks for the run
+    say(f"config: {path}")
     best = train(TrainConfig.from_yaml(path), resume=args.resume, device=args.device, amp=args.amp)
-    print(f"best checkpoint: {best}")
+    say(f"best checkpoint: {best}")
     return 0
 
 
