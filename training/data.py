@@ -7,12 +7,20 @@ with its reason. Tokens are made at training time from the notes, after augmenta
 same Encoder the daemon uses.
 
     python -m training.data --music21 bach palestrina --cache .cache/data   # parse and cache
+    python -m training.data --midi ~/big-folder --workers 8                 # thousands of files
+
+Files are parsed in parallel (--workers processes) with a progress bar and the run's ETA. A piece's
+cache entry is keyed by its path, size and modification time, so a run that was interrupted, or a
+folder that grew, parses only what is new or changed; a file that failed is remembered too, with
+its reason. The dataset is two files: NAME.npz (piece ids, splits, piece starts, failures) and
+NAME.notes.npy (every note), which training memory-maps rather than reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import hashlib
 import json
 import multiprocessing
@@ -109,25 +117,56 @@ def _note_array(rows) -> np.ndarray:
     return notes[np.lexsort((notes[:, 0], notes[:, 1]))]
 
 
+def cache_key(kind: str, path: str) -> str:
+    """A file's cache entry name: its path, size and modification time, so an edited file is parsed again."""
+    try:
+        stat = os.stat(path)
+        version = f"{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:  # missing: the parser says so, and the failure is not kept
+        version = "missing"
+    return hashlib.sha1(f"{kind}:{path}:{version}".encode()).hexdigest()
+
+
 def _parse_cached(job: tuple[str, str, str]) -> tuple[str, str, np.ndarray | None, str]:
-    """Worker: (kind, path, cache_dir) -> (path, piece_id, notes or None, reason)."""
+    """Worker: (kind, path, cache_dir) -> (path, kind, notes or None, reason).
+
+    Notes are kept as KEY.npy, and a failure as KEY.failed (its reason), so neither is parsed again
+    until the file changes.
+    """
     kind, path, cache_dir = job
-    cache_file = Path(cache_dir) / "pieces" / (hashlib.sha1(f"{kind}:{path}".encode()).hexdigest() + ".npy")
-    if cache_file.exists():
+    key = cache_key(kind, path)
+    cache_file = Path(cache_dir) / "pieces" / f"{key}.npy"
+    failed_file = cache_file.with_suffix(".failed")
+    try:
         return path, kind, np.load(cache_file), ""
+    except (OSError, ValueError):  # not cached (or a torn file from another version): parse it
+        pass
+    try:
+        return path, kind, None, failed_file.read_text()
+    except OSError:
+        pass
     try:
         notes = parse_score(path) if kind == "music21" else parse_midi(path)
+        reason = "" if len(notes) else "no pitched notes"
     except MidiFileError as err:
-        return path, kind, None, str(err)
+        notes, reason = None, str(err)
     except Exception as err:  # a parser's failure on one file never stops the run
-        return path, kind, None, f"{type(err).__name__}: {err}"
-    if len(notes) == 0:
-        return path, kind, None, "no pitched notes"
+        notes, reason = None, f"{type(err).__name__}: {err}"
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp.npy")
+    if reason:
+        if os.path.exists(path):
+            _write_atomic(failed_file, reason.encode())
+        return path, kind, None, reason
+    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, notes)
     tmp.replace(cache_file)
     return path, kind, notes, ""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 # -- sources ------------------------------------------------------------------------------------
@@ -172,13 +211,19 @@ def maestro_paths(folder: str) -> tuple[list[tuple[str, str, str]], dict[str, st
 
 
 # -- the dataset: all pieces' notes in one array ----------------------------------------------------
+def notes_path_for(path: Path) -> Path:
+    """The notes array beside a dataset file: NAME.npz -> NAME.notes.npy."""
+    return path.with_name(path.name.removesuffix(".npz") + ".notes.npy")
+
+
 @dataclass
 class Dataset:
-    notes: np.ndarray  # (N, 4) float32: pitch, onset_s, offset_s, velocity
+    notes: np.ndarray  # (N, 4) float32: pitch, onset_s, offset_s, velocity (memory-mapped when loaded)
     starts: np.ndarray  # (P + 1,) int64: piece p is notes[starts[p]:starts[p + 1]]
     piece_ids: list[str]
     splits: list[str]
     failures: dict[str, str] = field(default_factory=dict)
+    keys: list[str] | None = None  # content keys, one a piece (computed from the notes when absent)
 
     def pieces(self, split: str) -> list[int]:
         return [i for i, s in enumerate(self.splits) if s == split]
@@ -187,20 +232,45 @@ class Dataset:
         return self.notes[self.starts[index] : self.starts[index + 1]]
 
     def save(self, path: Path) -> None:
+        """NAME.npz (small: ids, splits, starts, failures, content keys) and NAME.notes.npy (the notes)."""
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        notes_path = notes_path_for(path)
+        tmp_notes = notes_path.with_name(notes_path.name + ".tmp.npy")
+        np.save(tmp_notes, np.ascontiguousarray(self.notes, dtype=np.float32))
+        tmp_notes.replace(notes_path)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, notes=self.notes, starts=self.starts, piece_ids=np.array(self.piece_ids),
-                 splits=np.array(self.splits), failures=json.dumps(self.failures))
+        np.savez(tmp, starts=self.starts, piece_ids=np.array(self.piece_ids), splits=np.array(self.splits),
+                 failures=json.dumps(self.failures), keys=np.array(self.content_keys()),
+                 notes_file=notes_path.name, notes_count=len(self.notes))
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> "Dataset":
+        """The notes memory-mapped (read-only, shared by processes on a machine); a dataset saved
+        before the notes had their own file (notes inside the .npz) is read whole."""
+        path = Path(path)
         with np.load(path) as data:
-            return cls(data["notes"], data["starts"], [str(p) for p in data["piece_ids"]], [str(s) for s in data["splits"]],
-                       json.loads(str(data["failures"])))
+            ids, splits = [str(p) for p in data["piece_ids"]], [str(s) for s in data["splits"]]
+            failures, starts = json.loads(str(data["failures"])), data["starts"]
+            keys = [str(k) for k in data["keys"]] if "keys" in data.files else None
+            if "notes" in data.files:  # the single-file format
+                return cls(data["notes"], starts, ids, splits, failures, keys)
+            notes_path, count = path.with_name(str(data["notes_file"])), int(data["notes_count"])
+        try:
+            notes = np.load(notes_path, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            raise TrainingError(f"{path}: its notes file {notes_path.name} cannot be read ({err}); the two files "
+                                "are written together: build the dataset again with python -m training.data") from err
+        if notes.shape != (count, NOTE_COLUMNS) or (len(starts) and starts[-1] != count):
+            raise TrainingError(f"{path}: its notes file {notes_path.name} holds {notes.shape[0]} notes, not the "
+                                f"{count} it was saved with; build the dataset again with python -m training.data")
+        return cls(notes, starts, ids, splits, failures, keys)
 
     def content_keys(self) -> list[str]:
-        return [content_key(self.piece_notes(i)) for i in range(len(self.piece_ids))]
+        if self.keys is None or len(self.keys) != len(self.piece_ids):
+            self.keys = [content_key(self.piece_notes(i)) for i in range(len(self.piece_ids))]
+        return self.keys
 
     def summary(self) -> dict:
         counts = Counter(self.splits)
@@ -220,26 +290,87 @@ class Dataset:
         return summary
 
 
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+class ParseProgress:
+    """The parsing step's progress: a bar with the run's ETA (tqdm, when no `progress` callback is
+    given), else a line through `progress` every few seconds and at the end."""
+
+    def __init__(self, total: int, progress=None, every_s: float = 5.0):
+        self.total, self.progress, self.every_s = total, progress, every_s
+        self.started = self.last = time.monotonic()
+        self.bar = None
+        if progress is None:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, desc="parsing", unit="file", dynamic_ncols=True, mininterval=1)
+            except ImportError:
+                self.progress = print
+
+    def update(self, done: int, skipped: int, cached: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(skipped=skipped, cached=cached, refresh=False)
+            self.bar.update(done - self.bar.n)
+            return
+        now = time.monotonic()
+        if done < self.total and now - self.last < self.every_s:
+            return
+        self.last, elapsed = now, now - self.started
+        rate = done / max(elapsed, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        self.progress(f"parsed {done}/{self.total} files ({cached} from the cache), {skipped} skipped, "
+                      f"{rate:,.0f} files/s, {clock(elapsed)} elapsed, ETA {clock(eta)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def build_dataset(jobs: list[tuple[str, str, str]], cache_dir: str, split_override: dict[str, str] | None = None,
-                  workers: int = 2, progress=print) -> Dataset:
+                  workers: int = 2, progress=None) -> Dataset:
+    """Parse (or read from the cache) every file, in `workers` processes. `progress` takes a line
+    every few seconds; without it a progress bar shows the run's ETA."""
     split_override = split_override or {}
     ids_by_path = {path: piece_id for piece_id, _, path in jobs}
     work = [(kind, path, cache_dir) for _, kind, path in jobs]
-    arrays, piece_ids, failures = [], [], {}
-    started = time.monotonic()
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for done, (path, _, notes, reason) in enumerate(pool.imap(_parse_cached, work, chunksize=4), 1):
-            if notes is None:
-                failures[path] = reason
-            else:
-                arrays.append(notes)
-                piece_ids.append(ids_by_path[path])
-            if done % 50 == 0 or done == len(work):
-                progress(f"parsed {done}/{len(work)} files, {len(failures)} skipped, {time.monotonic() - started:.0f} s")
+    pieces = Path(cache_dir) / "pieces"
+    cached = sum(1 for _, kind, path in jobs if (pieces / f"{cache_key(kind, path)}.npy").exists()
+                 or (pieces / f"{cache_key(kind, path)}.failed").exists()) if pieces.is_dir() else 0
+    arrays, piece_ids, keys, failures = [], [], [], {}
+    meter = ParseProgress(len(work), progress)
+    # Chunks of a few files keep the workers busy without one holding a long tail at the end.
+    chunksize = max(1, min(32, len(work) // (8 * max(1, workers))))
+    try:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for done, (path, _, notes, reason) in enumerate(pool.imap(_parse_cached, work, chunksize=chunksize), 1):
+                if notes is None:
+                    failures[path] = reason
+                else:
+                    arrays.append(notes)
+                    piece_ids.append(ids_by_path[path])
+                    keys.append(content_key(notes))
+                meter.update(done, len(failures), cached)
+    finally:
+        meter.close()
     starts = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
     notes = np.concatenate(arrays) if arrays else np.zeros((0, NOTE_COLUMNS), np.float32)
-    splits = split_by_content(piece_ids, [content_key(a) for a in arrays], split_override)
-    return Dataset(notes, starts, piece_ids, splits, failures)
+    del arrays
+    splits = split_by_content(piece_ids, keys, split_override)
+    return Dataset(notes, starts, piece_ids, splits, failures, keys)
+
+
+def failures_report(failures: dict[str, str], shown: int = 5) -> list[str]:
+    """The skipped files in a few lines: the first few with their reason, then how many more."""
+    items = sorted(failures.items())
+    lines = [f"skipped {path}: {reason}" for path, reason in items[:shown]]
+    if len(items) > shown:
+        lines.append(f"... and {len(items) - shown} more skipped files (all {len(items)} are listed, with their "
+                     "reasons, in the dataset's failures)")
+    return lines
 
 
 def duplicates_note(summary: dict) -> str:
@@ -369,8 +500,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--maestro", metavar="DIR", help="a MAESTRO-layout folder (uses its CSV split)")
     parser.add_argument("--cache", default=".cache/data", help="cache folder (git-ignored)")
     parser.add_argument("--out", default=None, help="dataset file (default CACHE/dataset.npz)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 2),
+                        help="parsing processes (default: the CPUs, at most 8)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     jobs, overrides = music21_paths(args.music21) if args.music21 else [], {}
     for folder in args.midi:
         jobs += midi_folder_paths(folder)
@@ -379,12 +513,16 @@ def main(argv: list[str] | None = None) -> int:
         jobs += maestro_jobs
     if not jobs:
         parser.error("no files: name --music21 collections, --midi folders or --maestro")
+    started = time.monotonic()
     dataset = build_dataset(jobs, args.cache, overrides, args.workers)
+    elapsed = time.monotonic() - started
     out = Path(args.out or Path(args.cache) / "dataset.npz")
     dataset.save(out)
-    for path, reason in sorted(dataset.failures.items()):
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for line in failures_report(dataset.failures):
+        print(line, file=sys.stderr)
     summary = dataset.summary()
+    print(f"{len(jobs)} files in {elapsed:.1f} s ({len(jobs) / max(elapsed, 1e-9):,.0f} files/s), "
+          f"{len(dataset.failures)} skipped; notes in {notes_path_for(out)}")
     print(duplicates_note(summary))
     print(json.dumps({"dataset": str(out), **summary}))
     return 0

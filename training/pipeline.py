@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = data.build_dataset(jobs, str(work / "cache"), overrides)
     dataset_path = work / "dataset.npz"
     dataset.save(dataset_path)
-    for path, reason in sorted(dataset.failures.items()):
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for line in data.failures_report(dataset.failures):
+        print(line, file=sys.stderr)
     summary = dataset.summary()
     print(f"dataset: {summary}")
     print(data.duplicates_note(summary))

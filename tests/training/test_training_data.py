@@ -119,3 +119,58 @@ def test_library_errors_are_exceptions_and_commands_say_them_in_one_line(tmp_pat
     assert data.main(["--midi", str(tmp_path / "missing"), "--cache", str(tmp_path / "cache")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not a folder" in err and err.count("\n") == 1
+
+
+def test_the_notes_are_a_file_of_their_own_that_loading_memory_maps(midi_folder, tmp_path):
+    dataset = data.build_dataset(data.midi_folder_paths(str(midi_folder)), str(tmp_path / "cache"), workers=1,
+                                 progress=lambda _: None)
+    path = tmp_path / "out" / "dataset.npz"
+    dataset.save(path)
+    assert (tmp_path / "out" / "dataset.notes.npy").is_file()
+    with np.load(path) as saved:
+        assert "notes" not in saved.files  # the .npz keeps the small arrays only
+    loaded = data.Dataset.load(path)
+    assert isinstance(loaded.notes, np.memmap) and not loaded.notes.flags.writeable
+    assert np.array_equal(loaded.notes, dataset.notes) and loaded.summary() == dataset.summary()
+    assert loaded.keys == dataset.content_keys()  # saved, not hashed again at each load
+    # A dataset saved before (the notes inside the .npz) still loads.
+    old = tmp_path / "old.npz"
+    np.savez(old, notes=dataset.notes, starts=dataset.starts, piece_ids=np.array(dataset.piece_ids),
+             splits=np.array(dataset.splits), failures="{}")
+    again = data.Dataset.load(old)
+    assert np.array_equal(again.notes, dataset.notes) and again.piece_ids == dataset.piece_ids
+    assert again.summary()["pieces"] == dataset.summary()["pieces"]
+    # A notes file that is not the one saved with it is named, not misread.
+    np.save(tmp_path / "out" / "dataset.notes.npy", dataset.notes[:-1])
+    from training.errors import TrainingError
+    with pytest.raises(TrainingError, match="build the dataset again"):
+        data.Dataset.load(path)
+
+
+def test_a_second_run_reads_the_cache_and_parses_only_changed_files(midi_folder, tmp_path):
+    jobs = data.midi_folder_paths(str(midi_folder))
+    cache = tmp_path / "cache"
+    lines = []
+    data.build_dataset(jobs, str(cache), workers=1, progress=lines.append)
+    assert lines[-1].startswith("parsed 3/3 files (0 from the cache), 1 skipped") and "files/s" in lines[-1]
+    assert "ETA 00:00" in lines[-1]
+    entries = sorted(p.name for p in (cache / "pieces").iterdir())
+    assert len(entries) == 3 and sum(e.endswith(".failed") for e in entries) == 1  # the failure is kept too
+    lines.clear()
+    again = data.build_dataset(jobs, str(cache), workers=1, progress=lines.append)
+    assert lines[-1].startswith("parsed 3/3 files (3 from the cache), 1 skipped")
+    assert "not a readable MIDI file" in next(iter(again.failures.values()))
+    # An edited file is parsed again: its size and time are in its cache key.
+    shutil.copy(EXPRESSIVE, midi_folder / "2004" / "a.mid")
+    lines.clear()
+    edited = data.build_dataset(jobs, str(cache), workers=1, progress=lines.append)
+    assert lines[-1].startswith("parsed 3/3 files (2 from the cache)")
+    assert np.array_equal(edited.piece_notes(0), edited.piece_notes(1))  # a.mid now plays b's notes
+
+
+def test_many_failures_are_counted_and_the_first_few_shown():
+    failures = {f"x/{i:02d}.mid": f"reason {i}" for i in range(12)}
+    lines = data.failures_report(failures, shown=5)
+    assert lines[:5] == [f"skipped x/{i:02d}.mid: reason {i}" for i in range(5)]
+    assert lines[5].startswith("... and 7 more skipped files (all 12 are listed") and len(lines) == 6
+    assert data.failures_report({}) == []
