@@ -54,6 +54,7 @@ class MidiSection:
     input_channels: list[int] | None = setting(None, low=1, high=16)  # None listens to all
     output_channel: int = setting(1, low=1, high=16)
     pass_through: bool = False  # echo the player's notes to the output
+    feedback_guard_ms: int = setting(30, low=0, high=1000)  # improv's own notes coming back within this: ignored
 
 
 @dataclass

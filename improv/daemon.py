@@ -23,7 +23,7 @@ from improv.controls import action_for, apply_control
 from improv.engine import Engine
 from improv.errors import ImprovError, PortError
 from improv.events import NoteEvent
-from improv.midi.guard import OutputGuard
+from improv.midi.guard import EchoFilter, OutputGuard
 from improv.midi.messages import CC_SUSTAIN, CONTROL_CHANGE, PANIC_CONTROLS, RawInput, is_note, note_bytes
 from improv.midi.ports import MidiSystem, parse
 from improv.memory import SessionMemory, memory_path_for
@@ -107,7 +107,8 @@ class Daemon:
         except BaseException:
             self.output.close()
             raise
-        self.guard = OutputGuard(self.output, midi.output_channel - 1)
+        self.echoes = EchoFilter(midi.feedback_guard_ms / 1000)
+        self.guard = OutputGuard(self.output, midi.output_channel - 1, self.echoes, clock)
         self._thread = threading.Thread(target=self._engine_thread, name="improv-engine", daemon=True)
         self._stopping = threading.Event()
         self._next_port_check = 0.0
@@ -204,6 +205,11 @@ class Daemon:
             log.debug("ignored a malformed MIDI message %s: %s", raw.data, err)
             return
         if msg.type in IGNORED_TYPES:
+            return
+        if self.echoes.is_echo(raw.data, raw.time_s):
+            if self.echoes.count == 1:
+                log.warning("improv hears its own notes coming back on its input (its output is routed back "
+                            "into it, e.g. a DAW monitoring improv's track): ignoring them (midi.feedback_guard_ms)")
             return
         channels = self.config.midi.input_channels
         if channels is not None and hasattr(msg, "channel") and msg.channel + 1 not in channels:
@@ -332,7 +338,7 @@ class Daemon:
         steps = sorted(list(self.engine.step_ns)[-512:])
         step = (f"step p50 {steps[len(steps) // 2] / 1e6:.2f} ms p99 {steps[int(len(steps) * 0.99)] / 1e6:.2f} ms"
                 if steps else "step -")
-        counts = {**self.counts, "dropped": self.backlog.dropped}
+        counts = {**self.counts, "dropped": self.backlog.dropped, "echoes": self.echoes.count}
         extra = "".join(f", {k} {v}" for k, v in sorted(counts.items()) if v)
         state = "on" if self.config.engine.enabled else "off"
         key = self.engine.key_status()

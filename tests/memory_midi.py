@@ -8,7 +8,7 @@ import time
 from typing import Callable
 
 from improv.errors import PortError
-from improv.midi.messages import RawInput
+from improv.midi.messages import RawInput, is_note
 
 
 class MemoryPort:
@@ -38,8 +38,14 @@ class MemoryOutput(MemoryPort):
     def send(self, data: list[int], due_s: float | None = None) -> None:
         if self.closed or self.system.gone or not self.still_connected():
             raise PortError(f"cannot send to {self.name}: it went away")
+        now = self.system.clock()
         with self.system.lock:
-            self.system.sent.append((self.system.clock(), list(data)))
+            self.system.sent.append((now, list(data)))
+            self.system.dues.append((now, due_s, list(data)))
+        looped = self.system.loopback_s is not None and (not self.system.loopback_notes_only or is_note(data))
+        if looped:  # the output routed back into improv's input, as a DAW may
+            self.system.deliver(RawInput((now if due_s is None else max(now, due_s)) + self.system.loopback_s,
+                                         list(data)))
 
 
 class MemoryMidi:
@@ -54,6 +60,9 @@ class MemoryMidi:
         self.inputs: list[MemoryInput] = []
         self.outputs: list[MemoryOutput] = []
         self.sent: list[tuple[float, list[int]]] = []
+        self.dues: list[tuple[float, float | None, list[int]]] = []  # (when sent, the due time given, message)
+        self.loopback_s: float | None = None  # a number: what improv sends comes back this much later
+        self.loopback_notes_only = False
         self.lock = threading.Lock()
 
     def _check(self, port: str | None) -> None:
@@ -75,10 +84,13 @@ class MemoryMidi:
     def play(self, *data: int) -> float:
         """Deliver a message to every open input, as the MIDI system's callback would; returns its time."""
         now = self.clock()
+        self.deliver(RawInput(now, list(data)))
+        return now
+
+    def deliver(self, raw: RawInput) -> None:
         for port in self.inputs:
             if not port.closed and port.still_connected() and not self.gone:
-                port.enqueue(RawInput(now, list(data)))
-        return now
+                port.enqueue(raw)
 
     def phrase(self, pitches, note_s: float = 0.05, velocity: int = 90, channel: int = 0) -> float:
         """Play notes one after another in real time; returns when the last key came up."""

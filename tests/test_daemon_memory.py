@@ -230,3 +230,32 @@ def test_the_answer_cc_answers_at_once_even_with_a_key_held(daemon_with):
     assert answered(midi, asked, timeout_s=1.0)
     released = midi.play(0x80, 62, 0)
     assert wait_for(lambda: note_ons(midi.received(released + 0.05)), 2.0), "the key-up stopped the answer"
+
+
+def test_improvs_own_notes_looped_back_to_its_input_are_not_heard(daemon_with, caplog):
+    caplog.set_level(logging.INFO, logger="improv")
+    midi = MemoryMidi()
+    midi.loopback_s = 0.003  # a DAW monitoring improv's track back into improv's input
+    daemon, midi = daemon_with(make_config(engine__response_ms=1500, midi__pass_through=True), midi)
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up)
+    time.sleep(3.0)
+    ons = note_ons(midi.received(last_up))  # improv's: the player's notes passed through came before
+    assert ons, "no answer"
+    assert daemon.engine.notes_in == len(PHRASE), "improv heard its own notes as the player's"
+    assert max(t for t, _ in ons) < last_up + 0.1 + 1.5 + 0.1, "improv answered itself"
+    assert not note_ons(midi.received(time.monotonic() - 1.0)), "silence did not return after the answer"
+    assert not sounding_after([(t, m) for t, m in midi.received() if m[0] & 0xF0 != 0xB0])
+    assert daemon.echoes.count >= 2 * len(ons) and caplog.text.count("coming back on its input") == 1
+    assert "echoes" in daemon.status_line()
+
+
+def test_with_the_feedback_guard_off_improv_hears_itself(daemon_with):
+    midi = MemoryMidi()
+    midi.loopback_s, midi.loopback_notes_only = 0.003, True  # all of it would loop the panics for ever
+    daemon, midi = daemon_with(make_config(engine__response_ms=1500, midi__feedback_guard_ms=0), midi)
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up)
+    assert wait_for(lambda: daemon.engine.notes_in > len(PHRASE), 3.0)
+    midi.loopback_s = None
+    midi.play(0xB0, CC_ALL_NOTES_OFF, 0)
