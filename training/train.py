@@ -236,11 +236,12 @@ def progress_bar(total: int, description: str):
 
 
 def tensorboard_writer(out_dir: Path):
+    """A SummaryWriter on OUT_DIR/tensorboard, or None when tensorboard is not installed (logs are optional)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(str(out_dir / "tensorboard"))
-    except Exception:  # tensorboard not installed: logs are optional
+    except ImportError:
         return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
 
 
 @dataclass(frozen=True)
@@ -409,6 +410,10 @@ def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dty
     log(f"model {count_parameters(model):,} parameters on {run_device}{precision}{spread}; {steps_per_epoch} steps "
         f"an epoch, {config.epochs} epochs; data {dataset.summary()}")
     writer = tensorboard_writer(out_dir) if processes.main else None
+    if writer is not None:
+        log(f"TensorBoard logs in {out_dir / 'tensorboard'} (tensorboard --logdir {out_dir})")
+    elif processes.main:
+        log("no TensorBoard logs: tensorboard is not installed (pip install tensorboard, or the train extra)")
     started = time.monotonic() - state["elapsed_s"]
     session_started, session_step = time.monotonic(), state["step"]  # the pace for the run's ETA
     net.train()
@@ -422,8 +427,9 @@ def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dty
             with autocast():
                 logits, _, _ = net(inputs, h0, c0)  # (B, T, V)
                 loss = loss_fn(logits.reshape(-1, vocab.size).float(), targets.reshape(-1))
+            lr = learning_rate(config, state["step"], total_steps)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, state["step"], total_steps)
+                group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -447,6 +453,7 @@ def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dty
                 bar.update()
             if writer is not None:
                 writer.add_scalar("train/bits_per_token", bits, state["step"])
+                writer.add_scalar("train/learning_rate", lr, state["step"])
         if bar is not None:
             bar.close()
         # Every process's tokens: the run's throughput.
@@ -484,8 +491,11 @@ def _end_epoch(config, state, model, model_config, optimizer, scaler, sampler, d
                        else "no validation pieces")
     log(f"epoch {state['epoch']}/{config.epochs}: train {running:.3f} bits/token, {validation_text}, "
         f"{tokens_per_s:,.0f} tokens/s, {clock(state['elapsed_s'])} elapsed, run ETA {clock(eta)}")
-    if writer is not None and val_bits is not None:
-        writer.add_scalar("validation/bits_per_token", val_bits, state["step"])
+    if writer is not None:
+        if val_bits is not None:
+            writer.add_scalar("validation/bits_per_token", val_bits, state["step"])
+        writer.add_scalar("train/tokens_per_s", tokens_per_s, state["step"])
+        writer.flush()  # readable while the run goes on
     checkpoint = {"model": cpu_state_dict(model), "model_config": model_config.to_dict(),
                   "train_config": asdict(config), "vocab": vocab.to_json(), "optimizer": optimizer.state_dict(),
                   "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),

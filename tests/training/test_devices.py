@@ -27,7 +27,7 @@ def small_dataset(tmp_path):
 
 def tiny(small_dataset, tmp_path, **changes):
     return replace(train.TrainConfig.from_yaml(train.config_path("tiny")), data=str(small_dataset),
-                   out_dir=str(tmp_path / "run"), epoch_tokens=4096, epochs=1, **changes)
+                   out_dir=str(tmp_path / "run"), **{"epoch_tokens": 4096, "epochs": 1, **changes})
 
 
 def test_auto_is_a_gpu_when_torch_sees_one_else_the_cpu(monkeypatch):
@@ -92,3 +92,20 @@ def test_a_checkpoint_holds_cpu_float_weights_and_resumes_and_exports_from_them(
     model, _ = export.load_checkpoint(str(tmp_path / "run" / "last.pt"))
     assert {p.device.type for p in model.parameters()} == {"cpu"}
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_tensorboard_logs_train_and_validation_bits_and_the_learning_rate(small_dataset, tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard logs need tensorboard (in the train extra)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    lines = []
+    train.train(tiny(small_dataset, tmp_path, epochs=2), log=lines.append, device="cpu")
+    logs = tmp_path / "run" / "tensorboard"
+    assert f"TensorBoard logs in {logs} (tensorboard --logdir {tmp_path / 'run'})" in lines
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/bits_per_token", "train/learning_rate", "validation/bits_per_token", "train/tokens_per_s"} <= tags
+    assert [e.step for e in events.Scalars("validation/bits_per_token")] == [2, 4]  # 2 steps an epoch
+    rates = [e.value for e in events.Scalars("train/learning_rate")]
+    assert len(rates) == 4 and rates[0] < max(rates)  # warmup

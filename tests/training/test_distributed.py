@@ -70,7 +70,12 @@ def test_two_gloo_processes_train_write_one_checkpoint_and_resume(tiny_config, t
     assert first.stdout.count("epoch 1/1: train") == 1 and first.stdout.count("best checkpoint:") == 1
     assert "2 processes on 1 machine, 8 windows each a step" in first.stdout
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "last.pt"]  # no second writer's leftovers
+    assert sorted(p.name for p in run.glob("*.*")) == ["best.pt", "last.pt"]  # no second writer's leftovers
+    try:
+        import tensorboard  # noqa: F401
+        assert len(list((run / "tensorboard").glob("events.*"))) == 1  # rank 0's logs only
+    except ImportError:
+        assert not (run / "tensorboard").exists()
     checkpoint = torch.load(run / "last.pt", weights_only=False)
     assert checkpoint["state"]["epoch"] == 1 and checkpoint["state"]["history"][0]["processes"] == 2
     assert checkpoint["state"]["machines"][0].endswith("; 2 processes on 1 machine")
