@@ -277,6 +277,15 @@ class Processes:
         return f"{self.world_size} processes on {machines} machine{'s' * (machines != 1)}"
 
 
+def check_gpus(processes: Processes, device: torch.device) -> None:
+    """One process a GPU: more processes on a machine than its GPUs would share one, which nccl refuses."""
+    if device.type == "cuda" and processes.local_world_size > torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise TrainingError(f"{processes.local_world_size} processes on this machine (torchrun --nproc_per_node) "
+                            f"but torch sees {count} GPU{'s' * (count != 1)}: give --nproc_per_node {count}, one "
+                            "process a GPU, or train on the CPU with --device cpu")
+
+
 def per_process_batch(batch_size: int, world_size: int) -> int:
     """Each process's windows a step: the config's batch is the global batch, shared out evenly."""
     if batch_size % world_size:
@@ -296,6 +305,7 @@ def train(config: TrainConfig, resume: bool = False, log=print, device: str = "a
     batch = per_process_batch(config.batch_size, processes.world_size)  # before anything starts
     run_device = resolve_device(device, processes.local_rank)
     dtype = amp_dtype(amp, run_device)
+    check_gpus(processes, run_device)
     if not processes.distributed:
         return _train(config, resume, log, run_device, dtype, processes, batch)
     from torch import distributed

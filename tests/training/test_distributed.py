@@ -29,6 +29,15 @@ def test_torchrun_environment_and_the_global_batch():
         train.per_process_batch(30, 4)
 
 
+def test_one_process_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    two, four = (train.Processes(0, 0, n, n) for n in (2, 4))
+    train.check_gpus(two, torch.device("cuda", 0))
+    train.check_gpus(four, torch.device("cpu"))  # CPU processes share the cores
+    with pytest.raises(TrainingError, match=r"4 processes on this machine .* torch sees 2 GPUs: give --nproc_per_node 2"):
+        train.check_gpus(four, torch.device("cuda", 0))
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     pieces = [chunk for path in (CHORALE, EXPRESSIVE) for chunk in np.array_split(data.parse_midi(str(path)), 4)]
