@@ -52,7 +52,7 @@ class SteppedModel(Protocol):
         """Feed one token; the logits of the next."""
 
     def prime(self, tokens: list[int]) -> np.ndarray:
-        """Feed several tokens in one call; the logits after the last."""
+        """Feed several tokens in one call; the logits after each of them, (len(tokens), V)."""
 
     def snapshot(self) -> Any:
         """The current state, unaffected by later calls."""
@@ -153,8 +153,9 @@ class Engine:
         self.decoder = Decoder(self.vocab, origin_s=now_s)
         self.tokens_fed = 0
         self.recent: deque[int] = deque(maxlen=self.memory.max_order)  # the last tokens fed, heard or not
-        # (token, the player's, the model's probability of it when known) fed since the last commit
-        self.uncommitted: list[tuple[int, bool, float | None]] = []
+        # What the memory may learn of the tokens fed since the last commit (the player's, and improv's
+        # with memory.learn_own): (position in the stream, token, the model's probability of it or None)
+        self.learnable: list[tuple[int, int, float | None]] = []
         self.logits = self._step(self.vocab.special("START"))
         self.pending: deque[Pending] = deque()
         self.sent: dict[int, float] = {}  # improv notes sounding on the output: pitch -> onset time
@@ -165,7 +166,7 @@ class Engine:
         # When the answer under way ends. Its own field: a continuous answer's end moves with every
         # message heard, while the state stays.
         self.answer_end_s: float | None = None
-        self.uncommitted.clear()  # START is the model's, not the player's
+        self.learnable.clear()  # START is the model's, not something heard
         self.committed = self._checkpoint()
 
     def forget(self, now_s: float) -> None:
@@ -196,12 +197,10 @@ class Engine:
     def _commit(self, checkpoint: Checkpoint) -> None:
         """What was fed up to `checkpoint` has been heard: it becomes the state a rollback returns to,
         and the session memory learns it."""
-        heard = checkpoint.tokens_fed - self.committed.tokens_fed
-        learn_own = self.config.memory.learn_own
-        for token, players, p_model in self.uncommitted[:heard]:
-            if players or learn_own:
-                self.memory.learn(token, p_model)
-        del self.uncommitted[:heard]
+        heard = sum(1 for position, _, _ in self.learnable if position < checkpoint.tokens_fed)
+        for _, token, p_model in self.learnable[:heard]:
+            self.memory.learn(token, p_model)
+        del self.learnable[:heard]
         self.committed = checkpoint
 
     def _rollback(self) -> None:
@@ -214,7 +213,7 @@ class Engine:
             self.encoder, self.decoder, self.tokens_fed = c.encoder.copy(), c.decoder.copy(), c.tokens_fed
             self.recent.clear()
             self.recent.extend(c.recent)
-            self.uncommitted.clear()
+            self.learnable.clear()
             if self.history is not None:
                 del self.history[c.tokens_fed :]
                 while self.history_calls and self.history_calls[-1] > c.tokens_fed:
@@ -227,17 +226,21 @@ class Engine:
         `in_context`: the memory matches them too (not the pause before an answer, see _start_answer)."""
         if in_context:
             self.recent.extend(tokens)
-        # The memory's weights learn from how likely the model found the player's tokens. Several come
-        # in one call, which gives the model's logits before the first only: that one teaches them.
-        first_p = _probability(self.logits, tokens[0]) if players else None
-        self.uncommitted.append((tokens[0], players, first_p))
-        self.uncommitted.extend((token, players, None) for token in tokens[1:])
+        # The memory's weights learn from how likely the model found what the player played: the last
+        # token of a heard event, its note (a model step or a buffer can overwrite the logits, so the
+        # probability is taken at once).
         started = time.perf_counter_ns()
         if len(tokens) == 1:
+            p_last = _probability(self.logits, tokens[0]) if players else None
             logits = self.model.step(tokens[0])
             self.step_ns.append(time.perf_counter_ns() - started)
         else:
-            logits = self.model.prime(tokens)
+            every = self.model.prime(tokens)
+            logits = every[-1]
+            p_last = _probability(every[-2], tokens[-1]) if players else None
+        if players or self.config.memory.learn_own:
+            self.learnable.extend((self.tokens_fed + i, token, p_last if i == len(tokens) - 1 else None)
+                                  for i, token in enumerate(tokens))
         self.tokens_fed += len(tokens)
         if self.history is not None:
             self.history.extend(tokens)
@@ -438,7 +441,10 @@ class Engine:
         onset_now = self.state in (State.STARTING, State.REACTING)
         allowed = self.masks.build(self.decoder.sounding, limits.max_polyphony, onset_now, releasable,
                                    velocity_first=self.state is not State.REACTING)
-        logits, looked_past = self.memory.mix(self.logits, self.recent, self.config.memory.attachment, allowed)
+        # The memory looks past what improv may not play now (a pause where a note must come first, the
+        # note-off of a note the player held but improv does not): its match goes on through them.
+        logits, looked_past = self.memory.mix(self.logits, self.recent, self.config.memory.attachment, allowed,
+                                              look_past=True)
         if key is not None and strength < 1:
             logits = logits + self._key_penalty(key, strength)  # out-of-key NOTE_ONs damped
         token = sample(logits, sampling.temperature, sampling.top_p, self.rng, allowed)

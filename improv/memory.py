@@ -156,6 +156,16 @@ class SessionMemory:
             matched = order
         return p, matched
 
+    def longest_match(self, context) -> int:
+        """The longest order of `context` the memory has heard (dictionary look-ups only)."""
+        context = tuple(context)[-self.max_order:] if self.max_order else ()
+        matched = 0
+        for order in range(1, len(context) + 1):
+            if context[-order:] not in self.contexts:
+                break
+            matched = order
+        return matched
+
     def weight(self, matched_order: int, attachment: float) -> float:
         """How much of the mix is the memory's, after a match of `matched_order` tokens: from none at
         attachment 0 to the learned weight at 0.5, and on to the eager weight (or the learned one,
@@ -167,20 +177,24 @@ class SessionMemory:
         beyond = (attachment - BALANCED_ATTACHMENT) / (1 - BALANCED_ATTACHMENT)
         return learned + beyond * max(0.0, eager - learned)
 
-    def mix(self, logits: np.ndarray, context, attachment: float,
-            allowed: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+    def mix(self, logits: np.ndarray, context, attachment: float, allowed: np.ndarray | None = None,
+            look_past: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
         """(the LSTM's next-token logits mixed with the memory's prediction, the tokens the memory
         looked past). The mix is logits again (log probabilities), so temperature, top-p and masks
         apply to it as they did to the LSTM. With `allowed` (a boolean mask of the tokens that may
-        come next), each side's prediction is taken among those tokens before they are mixed; and
-        where the player went on with a token improv may not play now (a short pause where improv
-        must begin with a note), the memory looks past it to what the player played after it. The
-        caller adds the tokens looked past to the memory's context, so the match goes on."""
+        come next), each side's prediction is taken among those tokens before they are mixed. With
+        `look_past`, where the player went on with a token improv may not play now (a short pause
+        where improv must begin with a note, the note-off of a note improv does not sound), the memory
+        looks past it to what the player played after it; the caller adds the tokens looked past to
+        the memory's context (only), so the match goes on. Without it, the weight is found first by
+        dictionary look-ups, and a memory with no say costs no array work."""
         if attachment <= 0 or self.tokens_learned == 0:
             return logits, ()
+        if not look_past and self.weight(self.longest_match(context), attachment) <= 0:
+            return logits, ()  # no say: no arrays
         p_memory, matched = self.predict(context)
         looked_past: tuple[int, ...] = ()
-        if allowed is not None:
+        if allowed is not None and look_past:
             context = tuple(context)
             while len(looked_past) < MAX_LOOKED_PAST:
                 token = int(np.argmax(p_memory))

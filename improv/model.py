@@ -139,16 +139,15 @@ class OnnxModel:
         return logits, (hn, cn)
 
     def prime(self, tokens: list[int]) -> np.ndarray:
-        """Feed a whole sequence in one call and keep its final state; returns the last logits."""
+        """Feed a whole sequence in one call and keep its final state; returns the logits after each
+        token, (len(tokens), V) (a view, valid until the next prime of this length)."""
         bound = self._primes.get(len(tokens))
         if bound is None:
             logits, state = self.run(np.array([tokens], dtype=np.int64), self.snapshot())
             self.restore(state)
-            self._logits[0, 0] = logits[0, -1]
-            return self._logits[0, 0]
+            return logits[0]
         token_buffer, logits, bindings = bound
         token_buffer[0] = tokens
         self.session.run_with_iobinding(bindings[self._current])
         self._current ^= 1
-        self._logits[0, 0] = logits[0, -1]
-        return self._logits[0, 0]
+        return logits[0]

@@ -35,9 +35,12 @@ class ScriptedModel:
         return self._logits()
 
     def prime(self, tokens: list[int]) -> np.ndarray:
-        self.history.extend(int(t) for t in tokens)
         self.calls.append(("prime", tuple(int(t) for t in tokens)))
-        return self._logits()
+        every = []
+        for token in tokens:
+            self.history.append(int(token))
+            every.append(self._logits())
+        return np.stack(every)
 
     def snapshot(self) -> tuple[int, ...]:
         return tuple(self.history)
