@@ -67,7 +67,7 @@ def cmd_generate(args) -> int:
 
 def cmd_eval(args) -> int:
     from improv import config as config_module
-    from improv.evaluate import evaluate, evaluate_adapted, markov_path_for
+    from improv.evaluate import evaluate, evaluate_adapted, markov_path_for, model_logits
     from improv.markov import MarkovModel
     from improv.midi.files import MIDI_SUFFIXES, encode_file
     from improv.errors import MidiFileError
@@ -89,7 +89,8 @@ def cmd_eval(args) -> int:
         raise ImprovError(f"{root} holds no readable MIDI file with notes ({len(files)} found, {len(skipped)} unreadable)")
     markov_path = markov_path_for(model.path)
     markov = MarkovModel.load(markov_path) if markov_path.exists() else None
-    result = evaluate(model, sequences, markov)
+    logits = [model_logits(model, tokens) for tokens in sequences]  # one pass for both scores
+    result = evaluate(model, sequences, markov, logits)
     result["skipped_files"] = len(skipped)
     result["model"] = str(model.path)
     if args.adapt:
@@ -97,7 +98,7 @@ def cmd_eval(args) -> int:
         if attachment is None:
             attachment = config_module.discover(None)[0].memory.attachment
         config_module.override(config_module.Config(), "memory.attachment", attachment)  # checks the range
-        result["adapt"] = {"files": len(sequences), **evaluate_adapted(model, sequences, attachment)}
+        result["adapt"] = {"files": len(sequences), **evaluate_adapted(model, sequences, attachment, logits)}
     if args.json:
         print(json.dumps(result))
     else:
@@ -368,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "custom:0,2,4,7,9 (pitch classes), auto (yours, as heard) or none")
     setting_flag(run, "--key-strength", "key.strength", "1 plays only notes in the key; lower damps the others; "
                                                        "0 changes nothing")
+    setting_flag(run, "--output-offset-ms", "midi.output_offset_ms", "send improv's notes this much later "
+                                                                     "(negative: earlier) than their time")
     run.add_argument("--memory", metavar="FILE",
                      help="start from a saved session memory (NAME.memory.npz beside a recording; default: empty)")
     run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")

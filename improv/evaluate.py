@@ -26,32 +26,34 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def model_scores(model: OnnxModel, tokens: np.ndarray) -> tuple[float, int, int, int]:
+def model_logits(model: OnnxModel, tokens: np.ndarray) -> np.ndarray:
+    """The LSTM's next-token logits after each token but the last, (T - 1, V), the state carried
+    from chunk to chunk as the daemon carries it."""
+    state, chunks = None, []
+    for start in range(0, len(tokens) - 1, CHUNK_TOKENS):
+        logits, state = model.run(tokens[None, start : start + CHUNK_TOKENS], state)
+        chunks.append(logits[0])
+    return np.concatenate(chunks)[: len(tokens) - 1]
+
+
+def model_scores(model: OnnxModel, tokens: np.ndarray, logits: np.ndarray) -> tuple[float, int, int, int]:
     """(total bits, tokens predicted, NOTE_ON targets, NOTE_ON targets whose pitch was the top pitch)."""
     on, pitches = model.vocab.offset("NOTE_ON"), 128
-    state, bits, predicted, note_targets, note_hits = None, 0.0, 0, 0, 0
-    for start in range(0, len(tokens) - 1, CHUNK_TOKENS):
-        inputs = tokens[start : start + CHUNK_TOKENS]
-        targets = tokens[start + 1 : start + 1 + CHUNK_TOKENS]
-        inputs = inputs[: len(targets)]
-        logits, state = model.run(inputs[None, :], state)
-        log_p = _log_softmax(logits[0])  # (T, V)
-        bits -= log_p[np.arange(len(targets)), targets].sum() / math.log(2)
-        predicted += len(targets)
-        is_note = (targets >= on) & (targets < on + pitches)
-        if is_note.any():
-            top_pitch = logits[0][is_note, on : on + pitches].argmax(axis=-1)
-            note_hits += int((top_pitch == targets[is_note] - on).sum())
-            note_targets += int(is_note.sum())
-    return bits, predicted, note_targets, note_hits
+    targets = tokens[1:]
+    bits = -_log_softmax(logits)[np.arange(len(targets)), targets].sum() / math.log(2)
+    is_note = (targets >= on) & (targets < on + pitches)
+    top_pitch = logits[is_note, on : on + pitches].argmax(axis=-1)
+    return bits, len(targets), int(is_note.sum()), int((top_pitch == targets[is_note] - on).sum())
 
 
-def evaluate(model: OnnxModel, sequences: list[np.ndarray], markov: MarkovModel | None) -> dict:
+def evaluate(model: OnnxModel, sequences: list[np.ndarray], markov: MarkovModel | None,
+             logits: list[np.ndarray] | None = None) -> dict:
+    """`logits`: each sequence's model_logits, when the caller has them already."""
     bits = predicted = note_targets = note_hits = 0
     markov_bits = 0.0
-    for tokens in sequences:
+    for index, tokens in enumerate(sequences):
         tokens = np.asarray(tokens, dtype=np.int64)
-        b, n, t, h = model_scores(model, tokens)
+        b, n, t, h = model_scores(model, tokens, logits[index] if logits else model_logits(model, tokens))
         bits, predicted, note_targets, note_hits = bits + b, predicted + n, note_targets + t, note_hits + h
         if markov is not None:
             markov_bits += markov.bits(tokens)[0]
@@ -64,14 +66,15 @@ def evaluate(model: OnnxModel, sequences: list[np.ndarray], markov: MarkovModel 
     }
 
 
-def adapted_scores(model: OnnxModel, tokens: np.ndarray, attachment: float) -> dict:
+def adapted_scores(model: OnnxModel, tokens: np.ndarray, attachment: float, logits: np.ndarray | None = None) -> dict:
     """Prequential scores over the second half of a piece, its first half heard: every token is scored
     by the LSTM alone and by the LSTM mixed with the session memory, then the memory learns it, as
     improv learns a player live. Bits per note divide a half's bits by its note-ons."""
     from improv.memory import SessionMemory
 
     tokens = np.asarray(tokens, dtype=np.int64)
-    logits = _all_logits(model, tokens)
+    if logits is None:
+        logits = model_logits(model, tokens)
     memory = SessionMemory(model.vocab.size)
     memory.learn(int(tokens[0]))
     half = (len(tokens) - 1) // 2
@@ -89,19 +92,11 @@ def adapted_scores(model: OnnxModel, tokens: np.ndarray, attachment: float) -> d
             "model_bits": model_bits, "adapted_bits": adapted_bits}
 
 
-def _all_logits(model: OnnxModel, tokens: np.ndarray) -> np.ndarray:
-    """The LSTM's next-token logits after each token but the last, the state carried across chunks."""
-    state, chunks = None, []
-    for start in range(0, len(tokens) - 1, CHUNK_TOKENS):
-        logits, state = model.run(tokens[None, start : start + CHUNK_TOKENS], state)
-        chunks.append(logits[0])
-    return np.concatenate(chunks)[: len(tokens) - 1]
-
-
-def evaluate_adapted(model: OnnxModel, sequences: list[np.ndarray], attachment: float) -> dict:
+def evaluate_adapted(model: OnnxModel, sequences: list[np.ndarray], attachment: float,
+                     logits: list[np.ndarray] | None = None) -> dict:
     totals = {"tokens": 0, "notes": 0, "model_bits": 0.0, "adapted_bits": 0.0}
-    for tokens in sequences:
-        for key, value in adapted_scores(model, tokens, attachment).items():
+    for index, tokens in enumerate(sequences):
+        for key, value in adapted_scores(model, tokens, attachment, logits[index] if logits else None).items():
             totals[key] += value
 
     def per(bits: float, count: int) -> float | None:

@@ -76,11 +76,11 @@ def test_adapted_scores_are_prequential(shipped_model):
 
     import numpy as np
 
-    from improv.evaluate import _all_logits, _log_softmax, adapted_scores
+    from improv.evaluate import _log_softmax, adapted_scores, model_logits
 
     tokens = np.random.default_rng(0).permutation(np.arange(2, shipped_model.vocab.size))
     scores = adapted_scores(shipped_model, tokens, attachment=1.0)
-    log_p = np.array([_log_softmax(row) for row in _all_logits(shipped_model, tokens)])
+    log_p = np.array([_log_softmax(row) for row in model_logits(shipped_model, tokens)])
     half = (len(tokens) - 1) // 2
     floor = -math.log(shipped_model.vocab.size)
     bound = -sum(max(log_p[i, t], floor) for i, t in enumerate(tokens[1:]) if i >= half) / math.log(2)
