@@ -369,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "custom:0,2,4,7,9 (pitch classes), auto (yours, as heard) or none")
     setting_flag(run, "--key-strength", "key.strength", "1 plays only notes in the key; lower damps the others; "
                                                        "0 changes nothing")
+    setting_flag(run, "--output-offset-ms", "midi.output_offset_ms", "send improv's notes this much later "
+                                                                     "(negative: earlier) than their time")
     run.add_argument("--memory", metavar="FILE",
                      help="start from a saved session memory (NAME.memory.npz beside a recording; default: empty)")
     run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")

@@ -21,6 +21,8 @@ from improv.midi.messages import FIRST_CHANNEL_MODE_CC
 from improv.paths import config_candidates
 
 MODES = ("call-response", "continuous")
+LOOKAHEAD_MAX_MS = 2000
+MIN_OFFSET_MARGIN_MS = 10  # a negative output offset stays this far inside the lookahead
 BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
 
 
@@ -55,6 +57,8 @@ class MidiSection:
     output_channel: int = setting(1, low=1, high=16)
     pass_through: bool = False  # echo the player's notes to the output
     feedback_guard_ms: int = setting(30, low=0, high=1000)  # improv's own notes coming back within this: ignored
+    # improv's notes leave this much after their due time; negative: before, down to engine.lookahead_ms less 10
+    output_offset_ms: int = setting(0, low=-(LOOKAHEAD_MAX_MS - MIN_OFFSET_MARGIN_MS), high=1000)
 
 
 @dataclass
@@ -63,7 +67,7 @@ class EngineSection:
     enabled: bool = setting(True, knob_values=(False, True))
     silence_ms: int = setting(500, low=10, high=60_000)  # call-response: answer after this much silence
     response_ms: int = setting(6000, low=100, high=600_000, knob=(1000, 16_000))  # longest answer
-    lookahead_ms: int = setting(150, low=10, high=2000)  # generation runs this far ahead of the clock
+    lookahead_ms: int = setting(150, low=10, high=LOOKAHEAD_MAX_MS)  # generation runs this far ahead of the clock
     max_gap_ms: int = setting(2000, low=10, high=60_000)  # a longer silence is heard by the model as this long
 
 
@@ -153,6 +157,11 @@ class Config:
             section = getattr(self, dotted.split(".")[0])
             _check(dotted, getattr(section, item.name), item.metadata, section)
         _check_controls_distinct(self.controls)
+        earliest = MIN_OFFSET_MARGIN_MS - self.engine.lookahead_ms
+        if self.midi.output_offset_ms < earliest:
+            raise ConfigError(f"midi.output_offset_ms must be in range {earliest}..1000 with engine.lookahead_ms "
+                              f"{self.engine.lookahead_ms} (notes are sent at most the lookahead less "
+                              f"{MIN_OFFSET_MARGIN_MS} ms early), got {self.midi.output_offset_ms}")
         return self
 
 

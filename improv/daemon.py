@@ -109,6 +109,8 @@ class Daemon:
             raise
         self.echoes = EchoFilter(midi.feedback_guard_ms / 1000)
         self.guard = OutputGuard(self.output, midi.output_channel - 1, self.echoes, clock)
+        # Improv's notes waiting for their time plus a positive midi.output_offset_ms: (leave at, event).
+        self.held: deque[tuple[float, NoteEvent]] = deque()
         self._thread = threading.Thread(target=self._engine_thread, name="improv-engine", daemon=True)
         self._stopping = threading.Event()
         self._next_port_check = 0.0
@@ -158,10 +160,14 @@ class Daemon:
                 # A port that places messages at their time takes them `handover` early, so the
                 # engine thread's own wake-up jitter never moves a note.
                 handover = self.output.handover_s if self.output is not None else 0.0
+                # A negative output offset sends notes early: the engine is polled that much ahead.
+                ahead = max(0.0, -self.config.midi.output_offset_ms / 1000)
                 now = self.clock()
-                deadline = self.engine.next_deadline()
-                wait = (IDLE_WAKE_S if deadline is None
-                        else min(IDLE_WAKE_S, max(MIN_WAIT_S, deadline - handover - now)))
+                deadlines = [d - handover - ahead for d in (self.engine.next_deadline(),) if d is not None]
+                if self.held:
+                    deadlines.append(self.held[0][0] - handover)
+                wait = (IDLE_WAKE_S if not deadlines
+                        else min(IDLE_WAKE_S, max(MIN_WAIT_S, min(deadlines) - now)))
                 try:
                     item = self.queue.get(timeout=wait)
                 except queue.Empty:
@@ -174,12 +180,14 @@ class Daemon:
                     while self._drain_queue() and (raw := self.backlog.pop()) is not None:
                         self._handle(raw)
                     now = self.clock()
-                    self._send(self.engine.poll(now + handover), now)
+                    self._send(self.engine.poll(now + handover + ahead), now)
+                    self._send_held(now + handover)
                     if now >= self._next_port_check:
                         self._check_ports(now)
                 except Exception:
                     self.counts["engine_errors"] += 1
                     log.exception("engine error: releasing improv's notes and starting again from a fresh state")
+                    self.held.clear()
                     self.guard.release_all()
                     self.engine.reset(self.clock())
         finally:
@@ -233,6 +241,7 @@ class Daemon:
         if control in PANIC_CONTROLS:
             log.info("panic (CC %d): releasing everything", control)
             self.engine.panic(now)
+            self.held.clear()  # never sent, never sounding
             self.guard.release_all()
             return
         action = action_for(self.config, control)
@@ -254,12 +263,27 @@ class Daemon:
             self._send(self.engine.panic(now), now)
 
     def _send(self, events: list[NoteEvent], now: float) -> None:
-        channel = self.guard.channel
+        """Send improv's notes at their due time plus midi.output_offset_ms: a negative offset is
+        sent at once (the engine was polled that much ahead); a positive one waits in `held`."""
+        offset = self.config.midi.output_offset_ms / 1000
+        if offset > 0:
+            self.held.extend((event.time_s + offset, event) for event in events)
+            self._send_held(now + (self.output.handover_s if self.output is not None else 0.0))
+            return
         for event in events:
-            self.guard.send(note_bytes(channel, event.pitch, event.velocity), event.time_s)
-            if self.recorder is not None:
-                self.recorder.improv(event, now)
-            log.debug("out %.3f %s", now - self.start_s, event)
+            self._hand_over(event, event.time_s + offset, now)
+
+    def _send_held(self, until_s: float) -> None:
+        """Hand over the held notes due by `until_s` (their order kept)."""
+        while self.held and self.held[0][0] <= until_s:
+            due_s, event = self.held.popleft()
+            self._hand_over(event, due_s, self.clock())
+
+    def _hand_over(self, event: NoteEvent, due_s: float, now: float) -> None:
+        self.guard.send(note_bytes(self.guard.channel, event.pitch, event.velocity), due_s)
+        if self.recorder is not None:
+            self.recorder.improv(event, now)
+        log.debug("out %.3f %s", now - self.start_s, event)
 
     def _check_ports(self, now: float) -> None:
         """A port connected by name that went away: release, keep running, reconnect when it is back."""
@@ -278,6 +302,7 @@ class Daemon:
             self.input.close()
             self.input = None
             self._send(self.engine.panic(now), now)
+            self.held.clear()
             self.guard.release_all()  # passed-through notes will never get their note-offs now
         if lost_output:
             log.error("output port %s went away; improv keeps running and reconnects when it is back", self.output.name)
@@ -304,6 +329,7 @@ class Daemon:
             self._send(self.engine.stop(self.clock()), self.clock())
         except Exception:
             log.exception("engine error while stopping")
+        self.held.clear()
         self.guard.release_all()
         # A JACK cycle that is missed (an xrun) loses that cycle's messages, and the releases above
         # all leave in one cycle: say it all again a few periods later. A second note-off is harmless.

@@ -259,3 +259,39 @@ def test_with_the_feedback_guard_off_improv_hears_itself(daemon_with):
     assert wait_for(lambda: daemon.engine.notes_in > len(PHRASE), 3.0)
     midi.loopback_s = None
     midi.play(0xB0, CC_ALL_NOTES_OFF, 0)
+
+
+@pytest.mark.parametrize("offset_ms", [80, -40, 0])
+def test_the_output_offset_moves_every_note_of_improvs_by_that_much(daemon_with, offset_ms):
+    daemon, midi = daemon_with(make_config(midi__output_offset_ms=offset_ms, engine__response_ms=800))
+    last_up = midi.phrase(PHRASE)
+    assert wait_for(lambda: len(note_ons(midi.received(last_up))) >= 3, 3.0)
+    midi.play(0xB0, CC_ALL_NOTES_OFF, 0)
+    with midi.lock:
+        dues = [(sent, due, m) for sent, due, m in midi.dues if sent >= last_up and m[0] & 0xF0 == 0x90 and m[2]]
+    sent_s, due_s, _ = dues[0]
+    # The answer is due exactly silence_ms after the last key up; it is sent offset_ms from then.
+    assert due_s == pytest.approx(last_up + 0.100 + offset_ms / 1000, abs=1e-6)
+    for sent_s, due_s, _ in dues:
+        assert sent_s <= due_s + 0.03, "handed over late"  # on a loaded machine: a few ms
+        if offset_ms > 0:
+            assert sent_s >= due_s - 1e-6, "a note held for the offset left before its time"
+
+
+def test_a_negative_offset_beyond_the_lookahead_is_refused():
+    from improv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"midi\.output_offset_ms must be in range -140\.\.1000 with "
+                                          r"engine\.lookahead_ms 150"):
+        make_config(midi__output_offset_ms=-141)
+    make_config(midi__output_offset_ms=-140)
+
+
+def test_a_panic_drops_the_notes_held_for_a_positive_offset(daemon_with):
+    daemon, midi = daemon_with(make_config(midi__output_offset_ms=400, engine__response_ms=3000))
+    last_up = midi.phrase(PHRASE)
+    assert wait_for(lambda: daemon.held, 2.0), "no note held for the offset"
+    panic = midi.play(0xB0, CC_ALL_NOTES_OFF, 0)
+    time.sleep(0.8)
+    assert not note_ons(midi.received(panic + 0.01)), "a held note went out after the panic"
+    assert not sounding_after([(t, m) for t, m in midi.received(last_up) if m[0] & 0xF0 != 0xB0])

@@ -115,6 +115,7 @@ def test_auto_follows_the_players_key_and_keeps_improv_in_it():
                                                  *(vocab.note_off(p) for p in (61, 62))), vocab)
     config = Config()
     config.key.name, config.engine.silence_ms, config.engine.response_ms = "auto", 200, 2000
+    config.memory.attachment = 0.0  # the script alone says what improv wants
     engine = Engine(model, config, 0.0, np.random.default_rng(0))
     assert engine.key() is None and engine.key_status() == "auto ?"
     clock = VirtualClock()
