@@ -43,6 +43,10 @@ _STOP = object()
 # on the first player note-on that lands while improv is answering (its notes sounding, or between
 # them: the model may end a note just before the key lands, and the fault must still fire).
 FAULT_ENV = "IMPROV_INJECT_FAULT"
+# What the player plays: passed through (with midi.pass_through) and recorded. The engine hears notes
+# and the pedal; bends, aftertouch, program changes and other controllers only go on as played.
+PLAYED_TYPES = frozenset({"note_on", "note_off", "control_change", "pitchwheel", "aftertouch", "polytouch",
+                          "program_change"})
 IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", "continue", "songpos",
                            "song_select", "tune_request", "quarter_frame", "reset"})
 
@@ -223,44 +227,52 @@ class Daemon:
         if channels is not None and hasattr(msg, "channel") and msg.channel + 1 not in channels:
             return
         log.debug("in  %.3f %s", raw.time_s - self.start_s, msg)
-        if msg.type == "control_change" and msg.control != CC_SUSTAIN:
-            self._control(raw.time_s, msg.control, msg.value)
-            return
-        if msg.type not in ("note_on", "note_off", "control_change"):
+        if msg.type == "control_change" and msg.control != CC_SUSTAIN and self._control(raw.time_s, msg.control,
+                                                                                        msg.value):
+            return  # improv's own controls (panic, actions, settings) are not passed on
+        if msg.type not in PLAYED_TYPES:
             return
         if self.config.midi.pass_through:
             self.guard.send(list(raw.data))
-        if self.recorder is not None and msg.type in ("note_on", "note_off"):
-            self.recorder.player(raw.time_s, msg.note, msg.velocity if msg.type == "note_on" else 0)
+        if self.recorder is not None:
+            if msg.type in ("note_on", "note_off"):
+                self.recorder.player(raw.time_s, msg.note, msg.velocity if msg.type == "note_on" else 0)
+            else:  # the pedal, bends, aftertouch, other controllers: the take sounds as it was played
+                self.recorder.player_message(raw.time_s, raw.data)
+        if not (msg.type in ("note_on", "note_off") or (msg.type == "control_change" and msg.control == CC_SUSTAIN)):
+            return  # the model hears notes and the pedal only
         if self._inject_fault and msg.type == "note_on" and (self.engine.sent or self.engine.state.generating):
             self._inject_fault = False
             raise RuntimeError(f"fault injected by {FAULT_ENV}")
         self._send(self.engine.on_player(raw.time_s, msg), raw.time_s)
 
-    def _control(self, now: float, control: int, value: int) -> None:
+    def _control(self, now: float, control: int, value: int) -> bool:
+        """A CC from the player: True if improv used it (panic, an action, a mapped setting); the
+        others (mod wheel, expression, ...) go on as played."""
         if control in PANIC_CONTROLS:
             log.info("panic (CC %d): releasing everything", control)
             self.engine.panic(now)
             self.held.clear()  # never sent, never sounding
             self.guard.release_all()
-            return
+            return True
         action = action_for(self.config, control)
         if action == "answer":
             log.info("answer now (CC %d)", control)
             self._send(self.engine.answer_now(now), now)
-            return
+            return True
         if action == "reset":
             log.info("reset (CC %d): a new piece; the session memory and the model's state start again", control)
             self._send(self.engine.panic(now), now)
             self.engine.forget(now)
-            return
+            return True
         before = (self.config.engine.enabled, self.config.engine.mode)
         changed = apply_control(self.config, control, value)
         if changed is None:
-            return
+            return False
         log.info("CC %d = %d: %s -> %s", control, value, *changed)
         if (self.config.engine.enabled, self.config.engine.mode) != before:
             self._send(self.engine.panic(now), now)
+        return True
 
     def _send(self, events: list[NoteEvent], now: float) -> None:
         """Send improv's notes at their due time plus midi.output_offset_ms: a negative offset is

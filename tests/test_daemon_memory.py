@@ -295,3 +295,36 @@ def test_a_panic_drops_the_notes_held_for_a_positive_offset(daemon_with):
     time.sleep(0.8)
     assert not note_ons(midi.received(panic + 0.01)), "a held note went out after the panic"
     assert not sounding_after([(t, m) for t, m in midi.received(last_up) if m[0] & 0xF0 != 0xB0])
+
+
+EXPRESSION = [[0xE0, 0x00, 0x50],  # pitch bend
+              [0xD0, 0x40],  # channel aftertouch
+              [0xA0, 60, 0x30],  # poly aftertouch
+              [0xB0, 1, 64],  # mod wheel
+              [0xB0, 11, 100],  # expression
+              [0xC0, 5]]  # program change
+
+
+def test_pass_through_carries_everything_improv_does_not_use_and_the_take_keeps_it(daemon_with, tmp_path):
+    import mido
+
+    config = make_config(midi__pass_through=True, engine__enabled=False)
+    config.recording.enabled, config.recording.folder = True, str(tmp_path)
+    daemon, midi = daemon_with(config)
+    time.sleep(0.1)  # improv's clean slate at start (pedal up...) is not an echo of the player's by then
+    start = midi.play(0x90, 60, 90)
+    midi.play(0xB0, 64, 127)  # the pedal
+    for data in EXPRESSION:
+        midi.play(*data)
+    midi.play(0xB0, daemon.config.controls.temperature, 64)  # improv's own control: used, not passed on
+    midi.play(0x80, 60, 0)
+    midi.play(0xB0, 64, 0)
+    expected = [[0x90, 60, 90], [0xB0, 64, 127], *EXPRESSION, [0x80, 60, 0], [0xB0, 64, 0]]
+    assert wait_for(lambda: len(midi.received(start)) >= len(expected)), str([m for _, m in midi.received(start)])
+    time.sleep(0.1)
+    assert [m for _, m in midi.received(start)] == expected
+    daemon.stop()
+    daemon.wait()
+    player = mido.MidiFile(daemon.recorder.path).tracks[0]
+    recorded = [m.bytes() for m in player if not m.is_meta]
+    assert recorded == expected

@@ -45,3 +45,26 @@ def test_improv_with_its_output_looped_into_its_input_answers_the_player_not_its
     # improv heard its own notes as such: the player's 8 note-ons were the only ones it took in
     heard_ons = re.findall(r"in +[\d.]+ note_on channel=0 note=\d+ velocity=(\d+)", stderr)
     assert len(heard_ons) == 8 and all(v == "90" for v in heard_ons), heard_ons
+
+
+def test_pass_through_carries_bends_aftertouch_and_controllers_and_the_take_keeps_them(client, tmp_path):
+    import mido
+
+    config = tmp_path / "band.yaml"
+    config.write_text(f"midi: {{pass_through: true}}\nengine: {{enabled: false}}\nrecording: {{folder: '{tmp_path}'}}\n")
+    process = launch_improv(client, "--config", str(config))
+    played = [[0x90, 60, 90], [0xE0, 0x00, 0x50], [0xD0, 0x40], [0xA0, 60, 0x30], [0xB0, 1, 64], [0x80, 60, 0]]
+    try:
+        time.sleep(0.3)
+        client.drain()  # improv's clean slate at start
+        for data in played:
+            client.send(*data)
+            time.sleep(0.02)
+        time.sleep(0.3)
+        arrived = [m for _, m in client.drain()]
+    finally:
+        code, stderr = stop_improv(process)
+    assert code == 0, stderr[-2000:]
+    assert arrived == played
+    take = next(tmp_path.glob("improv-session-*.mid"))
+    assert [m.bytes() for m in mido.MidiFile(take).tracks[0] if not m.is_meta] == played

@@ -139,6 +139,24 @@ class TrackWriter:
         body.append(pitch & 0x7F)
         body.append(min(velocity, 0x7F) if velocity > 0 else 0)
 
+    def message(self, time_s: float, data) -> None:
+        """A channel message (status byte and data bytes, as sent on a port) at `time_s`, moved to the
+        track's channel; anything else (system messages) is not written."""
+        if not data or not 0x80 <= data[0] < 0xF0:
+            return
+        tick = round(time_s * TICKS_PER_S) if time_s > 0 else 0
+        delta = tick - self.last_tick
+        if delta > 0:
+            self.last_tick = tick
+        else:
+            delta = 0
+        status = (data[0] & 0xF0) | self.channel
+        self.body += varlen(delta)
+        if status != self._status:
+            self.body.append(status)
+            self._status = status
+        self.body += bytes(b & 0x7F for b in data[1:])
+
     def take(self) -> bytearray:
         """The bytes encoded since the last take; the writer goes on into a new buffer."""
         body, self.body = self.body, bytearray()

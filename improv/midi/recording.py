@@ -101,6 +101,12 @@ class SessionRecorder:
         with self._lock:
             self._player_note(time_s - self.start_s, pitch, velocity)
 
+    def player_message(self, time_s: float, data) -> None:
+        """Any other channel message the player sent (pedal, pitch bend, aftertouch, a controller,
+        a program change), on the player's track."""
+        with self._lock:
+            self._player.writer.message(time_s - self.start_s, data)
+
     def improv(self, event: NoteEvent, time_s: float) -> None:
         """A note improv sent at `time_s` (the daemon's clock)."""
         with self._lock:
