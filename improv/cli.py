@@ -160,6 +160,21 @@ def cmd_run(args) -> int:
         status.clear()
 
 
+def cmd_learn(args) -> int:
+    from improv import config as config_module
+    from improv.learn import learn, learn_file
+    from improv.midi.backend import Backend, choose_backend
+
+    path = learn_file(args.config)
+    config = config_module.load(path if path.is_file() else None)
+    apply_setting_flags(config, args)
+    backend = Backend(choose_backend(config.midi.backend))
+    cc = learn(args.setting, path, backend, config.midi.client_name, config.midi.input, args.timeout,
+               announce=lambda text: print(f"improv learn {args.setting}: {text}", flush=True))
+    print(f"CC {cc} now controls {args.setting}: written to {path}")
+    return 0
+
+
 def jack_period_frames(text: str) -> int:
     """argparse type: frames per JACK period, a power of two JACK accepts."""
     try:
@@ -376,6 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")
     run.add_argument("--verbose", action="store_true", help="log every event instead of a status line")
     run.set_defaults(run=cmd_run)
+
+    learn = command("learn", "map the next CC you move to a setting, in the config file",
+                    "MIDI learn: wait for the next control change on improv's input (opened as improv run opens "
+                    "it) and map that CC to SETTING in the config file, keeping its comments. A CC another "
+                    "control already has is refused, naming both.")
+    learn.add_argument("setting", help="a control: temperature, top_p, mode, enabled, response_ms, pitch_low, "
+                                       "pitch_high, max_polyphony, max_note_ms, velocity_scale, attachment, "
+                                       "key_strength, reset, answer (or a dotted setting such as key.strength)")
+    learn.add_argument("--config", help="the config file to write (default: the one improv run reads, else "
+                                        "./config.yaml)")
+    setting_flag(learn, "--in", "midi.input", "listen on this input port (default: open improv's own input)",
+                 show_default=False)
+    setting_flag(learn, "--backend", "midi.backend", "MIDI system; auto prefers JACK when a server runs")
+    learn.add_argument("--timeout", type=float, help="give up after this many seconds (default: wait)")
+    learn.set_defaults(run=cmd_learn)
 
     ports = command("ports", "list the MIDI inputs and outputs improv can see")
     ports.add_argument("--backend", default="auto", choices=backends, help="MIDI system (default: auto)")
