@@ -145,7 +145,16 @@ def cmd_run(args) -> int:
         config.recording.enabled = False
     if config.recording.enabled:  # a folder that cannot be written stops the start before any port is tried
         config.recording.folder = str(prepare_folder(config.recording.folder))
-    model = OnnxModel(config.model.path)
+    model_path = config.model.path
+    if config.model.folder is not None:
+        from improv.daemon import model_files
+
+        files = model_files(config.model.folder)
+        if not files:
+            raise ImprovError(f"model.folder {config.model.folder} holds no .onnx model; give a folder of exported "
+                              f"models (improv models lists what a folder holds)")
+        model_path = model_path or files[0]  # program 0 unless --model names one
+    model = OnnxModel(model_path)
     memory = None
     if args.memory is not None:
         memory = load_or_empty(args.memory, model.vocab.to_json(), model.vocab.size, config.memory.max_contexts,
@@ -158,6 +167,26 @@ def cmd_run(args) -> int:
         return daemon.run(status.update)
     finally:
         status.clear()
+
+
+def cmd_models(args) -> int:
+    from improv import config as config_module
+    from improv.daemon import model_files
+    from improv.model import default_model_path
+
+    config, _ = config_module.discover(args.config)
+    apply_setting_flags(config, args)
+    folder = Path(config.model.folder).expanduser() if config.model.folder else default_model_path().parent
+    if not folder.is_dir():
+        raise ImprovError(f"{folder} is not a folder; give --models DIR, a folder of exported .onnx models")
+    files = model_files(folder)
+    if not files:
+        raise ImprovError(f"{folder} holds no .onnx model")
+    print(f"models in {folder}: improv run --models {folder} plays program 0 first; a Program Change N from you "
+          f"switches to program N (many keyboards number programs from 1: they show N + 1)")
+    for program, path in enumerate(files):
+        print(f"  program {program:3d}  {path.name}  ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
 
 
 def cmd_learn(args) -> int:
@@ -384,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "custom:0,2,4,7,9 (pitch classes), auto (yours, as heard) or none")
     setting_flag(run, "--key-strength", "key.strength", "1 plays only notes in the key; lower damps the others; "
                                                        "0 changes nothing")
+    setting_flag(run, "--models", "model.folder", "a folder of models: a Program Change N switches to the Nth "
+                                                  "(improv models lists them)", show_default=False)
     setting_flag(run, "--output-offset-ms", "midi.output_offset_ms", "send improv's notes this much later "
                                                                      "(negative: earlier) than their time")
     run.add_argument("--memory", metavar="FILE",
@@ -391,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-record", action="store_true", help="do not record the session (default: record)")
     run.add_argument("--verbose", action="store_true", help="log every event instead of a status line")
     run.set_defaults(run=cmd_run)
+
+    models = command("models", "list the models a Program Change can pick, with their program numbers")
+    models.add_argument("--config", help=config_help)
+    setting_flag(models, "--models", "model.folder", "a folder of exported .onnx models (default: model.folder, "
+                                                     "else the shipped models' folder)", show_default=False)
+    models.set_defaults(run=cmd_models)
 
     learn = command("learn", "map the next CC you move to a setting, in the config file",
                     "MIDI learn: wait for the next control change on improv's input (opened as improv run opens "

@@ -45,6 +45,7 @@ def setting(default: Any, *, low: float | str | None = None, high: float | None 
 @dataclass
 class ModelSection:
     path: str | None = None  # None: the shipped model (improv.model.default_model_path)
+    folder: str | None = None  # models a Program Change picks, in name order from program 0; None: one model
 
 
 @dataclass

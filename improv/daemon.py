@@ -51,6 +51,19 @@ IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", 
                            "song_select", "tune_request", "quarter_frame", "reset"})
 
 
+def model_files(folder) -> list:
+    """The .onnx models in `folder` in name order: program 0, 1, ... (at most 128)."""
+    from pathlib import Path
+
+    return sorted(Path(folder).expanduser().glob("*.onnx"))[:128]
+
+
+def _onnx_model(path):
+    from improv.model import OnnxModel
+
+    return OnnxModel(path)
+
+
 def _keep_last(data: list[int]) -> bool:
     """Notes, the pedal and panics: shed only when nothing else is left to shed."""
     if not data:
@@ -92,8 +105,13 @@ class Backlog:
 
 class Daemon:
     def __init__(self, config: Config, model, midi_system: MidiSystem, clock: Callable[[], float] = time.monotonic,
-                 config_source: str = "built-in defaults", memory: SessionMemory | None = None):
+                 config_source: str = "built-in defaults", memory: SessionMemory | None = None,
+                 load_model: Callable | None = None):
         self.config, self.model, self.midi_system, self.clock = config, model, midi_system, clock
+        # Models a Program Change picks (model.folder), by program number; loaded when first picked.
+        self.model_files = model_files(config.model.folder) if config.model.folder else []
+        self._load_model = load_model
+        self._models: dict = {getattr(model, "path", None): model}
         self.config_source = config_source
         self.queue: queue.SimpleQueue = queue.SimpleQueue()  # the callback's side: put never blocks
         self.backlog = Backlog()
@@ -230,6 +248,8 @@ class Daemon:
         if msg.type == "control_change" and msg.control != CC_SUSTAIN and self._control(raw.time_s, msg.control,
                                                                                         msg.value):
             return  # improv's own controls (panic, actions, settings) are not passed on
+        if msg.type == "program_change" and self.model_files and self._switch_model(raw.time_s, msg.program):
+            return  # improv's: not passed on
         if msg.type not in PLAYED_TYPES:
             return
         if self.config.midi.pass_through:
@@ -272,6 +292,27 @@ class Daemon:
         log.info("CC %d = %d: %s -> %s", control, value, *changed)
         if (self.config.engine.enabled, self.config.engine.mode) != before:
             self._send(self.engine.panic(now), now)
+        return True
+
+    def _switch_model(self, now: float, program: int) -> bool:
+        """A Program Change picks the model of that number in model.folder: improv's notes are
+        released and the new model goes on from what was heard. False if there is no such model."""
+        if program >= len(self.model_files):
+            log.info("program %d: no model of that number (%s holds %d; improv models lists them)", program,
+                     self.config.model.folder, len(self.model_files))
+            return False
+        path = self.model_files[program]
+        model = self._models.get(path)
+        try:
+            if model is None:
+                model = self._models[path] = (self._load_model or _onnx_model)(path)
+            self._send(self.engine.switch_model(model, now), now)
+        except (ValueError, ImprovError) as err:
+            log.error("program %d: cannot play with %s: %s; improv plays on with %s", program, path.name, err,
+                      getattr(self.model, "path", "?"))
+            return True
+        self.model = model
+        log.info("program %d: model %s", program, path.name)
         return True
 
     def _send(self, events: list[NoteEvent], now: float) -> None:
@@ -381,5 +422,7 @@ class Daemon:
         state = "on" if self.config.engine.enabled else "off"
         key = self.engine.key_status()
         key = f"key {key} | " if key is not None else ""
+        if self.model_files:
+            key = f"model {getattr(getattr(self.model, 'path', None), 'stem', '?')} | " + key
         return (f"improv {state} | {self.config.engine.mode} | {key}in {self.engine.notes_in} "
                 f"out {self.engine.notes_out} | {step}{extra}")

@@ -31,6 +31,8 @@ from improv.key import AUTO, Key, KeyDetector, parse_key, penalty
 from improv.memory import SessionMemory
 from improv.sampling import MaskBuilder, sample
 
+CONTEXT_KEPT = 1024  # the last tokens fed, kept for a model switched in to hear (switch_model)
+PRIME_TOKENS = 256  # how many of them a model switched in hears
 MAX_TOKENS_PER_POLL = 512  # a model that never advances time cannot hold the engine
 TIMES_KEPT = 4096  # step and token durations kept for the status line and the bench
 
@@ -152,6 +154,7 @@ class Engine:
         self.encoder = Encoder(self.vocab, origin_s=now_s, max_shift_s=self.config.engine.max_gap_ms / 1000)
         self.decoder = Decoder(self.vocab, origin_s=now_s)
         self.tokens_fed = 0
+        self.context: deque[int] = deque(maxlen=CONTEXT_KEPT)  # the last tokens fed (a rollback drops its own)
         self.recent: deque[int] = deque(maxlen=self.memory.max_order)  # the last tokens fed, heard or not
         # What the memory may learn of the tokens fed since the last commit (the player's, and improv's
         # with memory.learn_own): (position in the stream, token, the model's probability of it or None)
@@ -208,6 +211,8 @@ class Engine:
         self.pending.clear()
         if self.tokens_fed != self.committed.tokens_fed:
             c = self.committed
+            for _ in range(min(self.tokens_fed - c.tokens_fed, len(self.context))):
+                self.context.pop()
             self.model.restore(c.state)
             self.logits = c.logits.copy()
             self.encoder, self.decoder, self.tokens_fed = c.encoder.copy(), c.decoder.copy(), c.tokens_fed
@@ -226,6 +231,7 @@ class Engine:
         `in_context`: the memory matches them too (not the pause before an answer, see _start_answer)."""
         if in_context:
             self.recent.extend(tokens)
+        self.context.extend(tokens)
         # The memory's weights learn from how likely the model found what the player played: the last
         # token of a heard event, its note (a model step or a buffer can overwrite the logits, so the
         # probability is taken at once).
@@ -555,6 +561,22 @@ class Engine:
         self._feed_heard(self.encoder.advance_to(now_s), in_context=False)
         self._align_decoder(now_s)
         self._answer_asked(now_s)
+        return out
+
+    def switch_model(self, model: SteppedModel, now_s: float) -> list[NoteEvent]:
+        """Play on with another model of the same vocabulary: improv's notes are released (as by
+        panic: nothing is left sounding, held keys are let go) and the new model hears the last
+        PRIME_TOKENS tokens heard, so it goes on from the same context. The session memory stays.
+        Returns the note-offs to send. ValueError for a model of another vocabulary."""
+        if model.vocab.to_json() != self.vocab.to_json():
+            raise ValueError("its vocabulary differs from the model playing now")
+        out = self.panic(now_s)
+        start = self.vocab.special("START")
+        heard = [token for token in list(self.context)[-PRIME_TOKENS:] if token != start]
+        self.model = model
+        model.reset()
+        self.logits = np.array(model.prime([start, *heard])[-1], copy=True)
+        self.committed = self._checkpoint()
         return out
 
     def stop(self, now_s: float) -> list[NoteEvent]:

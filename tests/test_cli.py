@@ -212,3 +212,11 @@ def test_generate_takes_a_key_and_refuses_a_bad_one_in_one_line(tmp_path):
     assert_clean_error(improv("generate", "--seed", CHORALE, "--out", out, "--key", "H:major"),
                        "key.name: 'H' is not a tonic")
     assert_clean_error(improv("run", "--key-strength", "2", "--no-record"), "key.strength must be in range 0.0..1.0")
+
+
+def test_models_lists_a_folders_models_with_their_program_numbers(tmp_path):
+    result = improv("models")
+    assert result.returncode == 0, result.stderr
+    assert "program   0  improv-lstm.int8.onnx" in result.stdout and "program   1  improv-lstm.onnx" in result.stdout
+    assert_clean_error(improv("models", "--models", tmp_path), "holds no .onnx model")
+    assert_clean_error(improv("run", "--models", tmp_path, "--no-record"), "model.folder", "holds no .onnx model")

@@ -328,3 +328,29 @@ def test_pass_through_carries_everything_improv_does_not_use_and_the_take_keeps_
     player = mido.MidiFile(daemon.recorder.path).tracks[0]
     recorded = [m.bytes() for m in player if not m.is_meta]
     assert recorded == expected
+
+
+def test_a_program_change_switches_the_model_live_and_leaves_nothing_sounding(daemon_with, shipped_model, tmp_path):
+    from improv.model import default_model_path
+
+    shipped = default_model_path().parent
+    for name in ("improv-lstm.int8.onnx", "improv-lstm.onnx"):  # program 0, program 1
+        (tmp_path / name).symlink_to(shipped / name)
+    daemon, midi = daemon_with(make_config(model__folder=str(tmp_path), engine__response_ms=5000,
+                                           limits__max_note_ms=4000))
+    assert "model improv-lstm.int8 |" in daemon.status_line()
+    last_up = midi.phrase(PHRASE)
+    assert wait_for(lambda: sounding_after(midi.received(last_up)), 3.0), "no note of improv's sounded"
+    switched = midi.play(0xC0, 1)
+    assert wait_for(lambda: daemon.model.path.name == "improv-lstm.onnx", 10.0)
+    time.sleep(0.2)
+    assert not sounding_after(midi.received(last_up)), "a note was left sounding across the switch"
+    assert not note_ons(midi.received(switched)), "the old answer went on after the switch"
+    assert [0xC0, 1] not in [m for _, m in midi.received()]  # improv's program change is not passed on
+    assert "model improv-lstm |" in daemon.status_line()
+    assert daemon.engine.model is daemon.model
+    last_up = midi.phrase(PHRASE)
+    assert answered(midi, last_up), "the new model did not answer"
+    midi.play(0xC0, 7)  # no model of that number: nothing changes
+    time.sleep(0.2)
+    assert daemon.model.path.name == "improv-lstm.onnx"

@@ -482,3 +482,29 @@ def test_answer_now_does_nothing_when_improv_is_off_and_comes_in_in_continuous_m
     ons = [e.time_s for e in out if e.is_on]
     assert ons[0] == pytest.approx(1.0) and ons[-1] < 2.0
     pair_up(out)
+
+
+# -- several models -------------------------------------------------------------------------------
+def test_a_model_switched_in_hears_what_was_heard_and_nothing_is_left_sounding():
+    engine, first, clock = scripted_engine(melody(V), engine__silence_ms=300, engine__lookahead_ms=500)
+    played = [(0.0, Msg("note_on", 60, 80)), (0.2, Msg("note_off", 60, 0))]
+    out = perform(engine, clock, played) + run_until(engine, clock, 0.65)
+    assert engine.sent, "improv should be sounding a note"
+    second = ScriptedModel(melody(V, low=40, high=50), V)
+    released = engine.switch_model(second, 0.65)
+    assert {e.pitch for e in released} == {e.pitch for e in out if e.is_on} - {e.pitch for e in out if not e.is_on}
+    assert not engine.sent and not engine.pending and engine.state is State.LISTENING
+    # The new model heard exactly the stream the first had heard, the releases included.
+    assert second.history == first.history and first.history[-1] == OFF(released[-1].pitch)
+    assert engine.model is second
+    out += released + perform(engine, clock, [(1.0, Msg("note_on", 62, 80)), (1.2, Msg("note_off", 62, 0))])
+    later = run_until(engine, clock, 2.0)
+    assert later and all(e.pitch < 70 for e in later)  # the second model's line
+    pair_up(out + later + engine.stop(clock.now()))
+
+
+def test_a_model_of_another_vocabulary_is_refused():
+    engine, _, _ = scripted_engine(melody(V))
+    other = ScriptedModel(lambda history: np.zeros(Vocabulary(velocity_bins=16).size), Vocabulary(velocity_bins=16))
+    with pytest.raises(ValueError, match="vocabulary differs"):
+        engine.switch_model(other, 0.0)
