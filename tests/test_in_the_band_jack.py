@@ -68,3 +68,30 @@ def test_pass_through_carries_bends_aftertouch_and_controllers_and_the_take_keep
     assert arrived == played
     take = next(tmp_path.glob("improv-session-*.mid"))
     assert [m.bytes() for m in mido.MidiFile(take).tracks[0] if not m.is_meta] == played
+
+
+def test_a_program_change_switches_the_model_mid_answer_and_nothing_is_left_sounding(client, tmp_path):
+    from improv.model import default_model_path
+
+    shipped = default_model_path().parent
+    for name in ("improv-lstm.int8.onnx", "improv-lstm.onnx"):  # program 0, program 1
+        (tmp_path / name).symlink_to(shipped / name)
+    process = launch_improv(client, "--no-record", "--silence-ms", str(SILENCE_MS), "--models", str(tmp_path),
+                            "--config", "tests/data/long-notes.yaml")
+    try:
+        client.play([48, 60, 64, 67])
+        deadline = time.monotonic() + 5
+        while not sounding_after(client.pending()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert sounding_after(client.pending()), "improv never had a note sounding"
+        client.send(0xC0, 1)
+        time.sleep(1.5)
+        events = client.drain()
+        assert not sounding_after(events), "a note was left sounding across the switch"
+        last_up = client.play([60, 62, 64])
+        time.sleep(SILENCE_MS / 1000 + 1.0)
+        assert [t for t, _ in note_ons(client.drain()) if t > last_up], "the new model did not answer"
+    finally:
+        code, stderr = stop_improv(process)
+    assert code == 0, stderr[-2000:]
+    assert "program 1: model improv-lstm.onnx" in stderr
