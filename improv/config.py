@@ -107,9 +107,11 @@ class ControlsSection:
     max_note_ms: int | None = setting(29, low=0, high=LAST_KNOB_CC)
     velocity_scale: int | None = setting(30, low=0, high=LAST_KNOB_CC)
     attachment: int | None = setting(31, low=0, high=LAST_KNOB_CC)
-    key_strength: int | None = setting(33, low=0, high=LAST_KNOB_CC)
-    reset: int | None = setting(32, low=0, high=LAST_KNOB_CC, action=True)  # a new piece: forget the session
-    answer: int | None = setting(34, low=0, high=LAST_KNOB_CC, action=True)  # answer now, without the silence
+    # CCs no instrument defines: 32-63 are the low halves of 0-31 (32 comes with every bank change, 33
+    # with a 14-bit mod wheel), so the controls keep out of them.
+    key_strength: int | None = setting(14, low=0, high=LAST_KNOB_CC)
+    reset: int | None = setting(102, low=0, high=LAST_KNOB_CC, action=True)  # a new piece: forget the session
+    answer: int | None = setting(103, low=0, high=LAST_KNOB_CC, action=True)  # answer now, without the silence
 
 
 @dataclass

@@ -34,6 +34,7 @@ log = logging.getLogger("improv")
 IDLE_WAKE_S = 0.5  # longest sleep of the engine thread: port checks happen this often when idle
 MIN_WAIT_S = 0.0005  # never spin: a deadline already due still yields this long at least
 PORT_CHECK_S = 1.0
+ACTION_PRESSED = 64  # an action CC acts at a value of 64 or more: a button's press, not its release
 BACKLOG_LIMIT = 1024  # input messages waiting for the engine; beyond this the flood is shed
 STATUS_INTERVAL_S = 0.5
 OUTPUT_DRAIN_S = 0.1  # after the last note-offs, before the output port closes
@@ -276,6 +277,8 @@ class Daemon:
             self.guard.release_all()
             return True
         action = action_for(self.config, control)
+        if action is not None and value < ACTION_PRESSED:
+            return True  # a button let go: an action happens once, when it is pressed
         if action == "answer":
             log.info("answer now (CC %d)", control)
             self._send(self.engine.answer_now(now), now)

@@ -173,6 +173,10 @@ def test_the_reset_cc_forgets_the_session(daemon_with):
     daemon, midi = daemon_with(make_config(engine__enabled=False))
     midi.phrase(PHRASE)
     assert wait_for(lambda: daemon.engine.memory.tokens_learned > 0)
+    midi.play(0xB0, daemon.config.controls.reset, 0)  # a button let go: nothing
+    midi.play(0xB0, 21, 64)  # a later message, to know the first was handled
+    assert wait_for(lambda: daemon.config.sampling.temperature != 0.9)
+    assert daemon.engine.memory.tokens_learned > 0, "a button's release reset the session"
     midi.play(0xB0, daemon.config.controls.reset, 127)
     assert wait_for(lambda: daemon.engine.memory.tokens_learned == 0)
     assert len(daemon.engine.memory) == 0 and daemon.engine.tokens_fed == 1  # the model is back at START
