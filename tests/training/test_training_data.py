@@ -130,7 +130,7 @@ def test_the_notes_are_a_file_of_their_own_that_loading_memory_maps(midi_folder,
     with np.load(path) as saved:
         assert "notes" not in saved.files  # the .npz keeps the small arrays only
     loaded = data.Dataset.load(path)
-    assert isinstance(loaded.notes, np.memmap) and not loaded.notes.flags.writeable
+    assert isinstance(loaded.notes.base, np.memmap) and not loaded.notes.flags.writeable  # mapped, not read
     assert np.array_equal(loaded.notes, dataset.notes) and loaded.summary() == dataset.summary()
     assert loaded.keys == dataset.content_keys()  # saved, not hashed again at each load
     # A dataset saved before (the notes inside the .npz) still loads.
