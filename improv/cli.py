@@ -176,6 +176,8 @@ def cmd_models(args) -> int:
 
     config, _ = config_module.discover(args.config)
     apply_setting_flags(config, args)
+    if args.dir is not None:
+        config.model.folder = args.dir
     folder = Path(config.model.folder).expanduser() if config.model.folder else default_model_path().parent
     if not folder.is_dir():
         raise ImprovError(f"{folder} is not a folder; give --models DIR, a folder of exported .onnx models")
@@ -424,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(run=cmd_run)
 
     models = command("models", "list the models a Program Change can pick, with their program numbers")
+    models.add_argument("dir", nargs="?", help="a folder of exported .onnx models (default: --models, else "
+                                               "model.folder, else the shipped models' folder)")
     models.add_argument("--config", help=config_help)
     setting_flag(models, "--models", "model.folder", "a folder of exported .onnx models (default: model.folder, "
                                                      "else the shipped models' folder)", show_default=False)
