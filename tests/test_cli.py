@@ -220,6 +220,6 @@ def test_models_lists_a_folders_models_with_their_program_numbers(tmp_path):
     assert "program   0  improv-lstm.int8.onnx" in result.stdout and "program   1  improv-lstm.onnx" in result.stdout
     assert_clean_error(improv("models", "--models", tmp_path), "holds no .onnx model")
     assert_clean_error(improv("models", tmp_path), "holds no .onnx model")
+    assert_clean_error(improv("run", "--models", tmp_path, "--no-record"), "model.folder", "holds no .onnx model")
     (tmp_path / "mine.onnx").write_bytes(b"")
     assert "program   0  mine.onnx" in improv("models", tmp_path).stdout
-    assert_clean_error(improv("run", "--models", tmp_path, "--no-record"), "model.folder", "holds no .onnx model")
