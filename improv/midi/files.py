@@ -18,7 +18,8 @@ from typing import Iterable, Sequence, Union
 import mido
 
 from improv.errors import MidiFileError
-from improv.events import DRUM_CHANNEL, Encoder, Note, NoteEvent, Vocabulary, decode_tokens
+from improv.events import Encoder, Note, NoteEvent, Vocabulary, decode_tokens
+from improv.midi.messages import DRUM_CHANNEL, NOTE_OFF, NOTE_ON
 
 MIDI_SUFFIXES = (".mid", ".midi")
 TICKS_PER_BEAT = 480
@@ -26,7 +27,6 @@ FILE_TEMPO = 500_000  # us per beat (120 bpm): files improv writes count seconds
 TICKS_PER_S = TICKS_PER_BEAT * 1_000_000 / FILE_TEMPO  # 960.0
 END_OF_TRACK = b"\x00\xff\x2f\x00"  # delta 0, meta 0x2F, length 0
 META_TRACK_NAME, META_TEMPO = 0x03, 0x51
-NOTE_OFF_STATUS, NOTE_ON_STATUS = 0x80, 0x90
 
 Bytes = Union[bytes, bytearray, memoryview]
 
@@ -119,15 +119,17 @@ class TrackWriter:
         self.body += b"\x00\xff" + bytes((kind,)) + varlen(len(data)) + data
         self._status = -1
 
+    def _advance(self, time_s: float) -> int:
+        """Ticks from the last event to one at `time_s` (never back in time)."""
+        tick = round(time_s * TICKS_PER_S) if time_s > 0 else 0
+        delta = max(0, tick - self.last_tick)
+        self.last_tick += delta
+        return delta
+
     def note(self, time_s: float, pitch: int, velocity: int) -> None:
         """A note-on (velocity > 0) or a note-off (velocity 0) at `time_s` seconds from the track's start."""
-        tick = round(time_s * TICKS_PER_S) if time_s > 0 else 0
-        delta = tick - self.last_tick
-        if delta > 0:
-            self.last_tick = tick
-        else:
-            delta = 0
-        status = (NOTE_ON_STATUS if velocity > 0 else NOTE_OFF_STATUS) | self.channel
+        delta = self._advance(time_s)
+        status = (NOTE_ON if velocity > 0 else NOTE_OFF) | self.channel
         body = self.body
         if delta < 0x80:
             body.append(delta)
@@ -144,12 +146,7 @@ class TrackWriter:
         track's channel; anything else (system messages) is not written."""
         if not data or not 0x80 <= data[0] < 0xF0:
             return
-        tick = round(time_s * TICKS_PER_S) if time_s > 0 else 0
-        delta = tick - self.last_tick
-        if delta > 0:
-            self.last_tick = tick
-        else:
-            delta = 0
+        delta = self._advance(time_s)
         status = (data[0] & 0xF0) | self.channel
         self.body += varlen(delta)
         if status != self._status:
