@@ -316,7 +316,11 @@ def train(config: TrainConfig, resume: bool = False, log=print, device: str = "a
     distributed.init_process_group("nccl" if run_device.type == "cuda" else "gloo",
                                    timeout=datetime.timedelta(hours=2))
     try:
-        return _train(config, resume, log if processes.main else _quiet, run_device, dtype, processes, batch)
+        best = _train(config, resume, log if processes.main else _quiet, run_device, dtype, processes, batch)
+        # Every process leaves together: one that tore down its group while another still talked to it
+        # aborted in gloo ("terminate called without an active exception").
+        distributed.barrier()
+        return best
     finally:
         distributed.destroy_process_group()
 
@@ -545,4 +549,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if Processes.from_env().distributed:
+        # The run is done and saved. A gloo worker's own teardown at interpreter exit can abort ("terminate
+        # called without an active exception", seen under load on 2 shared cores), which torchrun would
+        # report as a failed run: the worker leaves at once instead.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
