@@ -324,6 +324,14 @@ def setting_flag(parser: argparse.ArgumentParser, flag: str, dotted: str, what: 
                         help=f"{what}{'' if 'choices' in rule else allowed}{shown}")
 
 
+def key_flags(parser: argparse.ArgumentParser) -> None:
+    """--key and --key-strength, as improv run and improv generate both take them."""
+    setting_flag(parser, "--key", "key.name", "the key improv plays in: C:major, A:minor, D:dorian, F#:blues, ... "
+                                              "custom:0,2,4,7,9 (pitch classes), auto (yours, as heard) or none")
+    setting_flag(parser, "--key-strength", "key.strength", "1 plays only notes in the key; lower damps the others; "
+                                                           "0 changes nothing")
+
+
 def apply_setting_flags(config, args) -> None:
     """Override the config with each setting flag given, checked as the file is."""
     from improv import config as config_module
@@ -369,10 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(generate, "--silence-ms", "engine.silence_ms", "pause after the seed before the answer")
     setting_flag(generate, "--attachment", "memory.attachment", "how much the continuation follows the seed, "
                                                                 "learned as the player's: 0 the model alone")
-    setting_flag(generate, "--key", "key.name", "the key improv plays in: C:major, A:minor, D:dorian, F#:blues, ... "
-                                         "custom:0,2,4,7,9 (pitch classes), auto (yours, as heard) or none")
-    setting_flag(generate, "--key-strength", "key.strength", "1 plays only notes in the key; lower damps the others; "
-                                                       "0 changes nothing")
+    key_flags(generate)
     generate.add_argument("--model", help=model_help)
     generate.add_argument("--config", help=config_help)
     generate.add_argument("--random-seed", type=int,
@@ -411,10 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(run, "--backend", "midi.backend", "MIDI system; auto prefers JACK when a server runs")
     setting_flag(run, "--attachment", "memory.attachment", "how much improv follows what you played: 0 the model "
                                                            "alone, 1 as much of you as the session memory can give")
-    setting_flag(run, "--key", "key.name", "the key improv plays in: C:major, A:minor, D:dorian, F#:blues, ... "
-                                         "custom:0,2,4,7,9 (pitch classes), auto (yours, as heard) or none")
-    setting_flag(run, "--key-strength", "key.strength", "1 plays only notes in the key; lower damps the others; "
-                                                       "0 changes nothing")
+    key_flags(run)
     setting_flag(run, "--models", "model.folder", "a folder of models: a Program Change N switches to the Nth "
                                                   "(improv models lists them)", show_default=False)
     setting_flag(run, "--output-offset-ms", "midi.output_offset_ms", "send improv's notes this much later "
