@@ -26,6 +26,23 @@ def wait_for(condition, timeout_s: float = 2.0) -> bool:
     return condition()
 
 
+@pytest.fixture
+def small_dataset(tmp_path):
+    """A training dataset of eight pieces (the two test files in quarters): six to train on, one to
+    validate, one to test. Needs the train extra."""
+    import numpy as np
+
+    from training import data
+
+    pieces = [chunk for path in (CHORALE, EXPRESSIVE) for chunk in np.array_split(data.parse_midi(str(path)), 4)]
+    starts = np.cumsum([0] + [len(p) for p in pieces]).astype(np.int64)
+    dataset = data.Dataset(np.concatenate(pieces), starts, [f"mine/{i}.mid" for i in range(8)],
+                           ["train"] * 6 + ["validation", "test"])
+    path = tmp_path / "dataset.npz"
+    dataset.save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shipped_model():
     from improv.model import OnnxModel, default_model_path

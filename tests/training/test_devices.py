@@ -6,23 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import CHORALE, EXPRESSIVE
 
 torch = pytest.importorskip("torch", reason="training needs the train extra: pip install '.[train]'")
 train = pytest.importorskip("training.train")
-from training import data, export  # noqa: E402
+from training import export  # noqa: E402
 from training.errors import TrainingError  # noqa: E402
-
-
-@pytest.fixture
-def small_dataset(tmp_path):
-    pieces = [chunk for path in (CHORALE, EXPRESSIVE) for chunk in np.array_split(data.parse_midi(str(path)), 4)]
-    starts = np.cumsum([0] + [len(p) for p in pieces]).astype(np.int64)
-    dataset = data.Dataset(np.concatenate(pieces), starts, [f"mine/{i}.mid" for i in range(8)],
-                           ["train"] * 6 + ["validation", "test"])
-    path = tmp_path / "dataset.npz"
-    dataset.save(path)
-    return path
 
 
 def tiny(small_dataset, tmp_path, **changes):

@@ -9,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CHORALE, EXPRESSIVE, ROOT
+from conftest import ROOT
 
 torch = pytest.importorskip("torch", reason="training needs the train extra: pip install '.[train]'")
 train = pytest.importorskip("training.train")
-from training import data  # noqa: E402
 from training.errors import TrainingError  # noqa: E402
 
 
@@ -39,16 +38,11 @@ def test_one_process_a_gpu(monkeypatch):
 
 
 @pytest.fixture
-def tiny_config(tmp_path):
-    pieces = [chunk for path in (CHORALE, EXPRESSIVE) for chunk in np.array_split(data.parse_midi(str(path)), 4)]
-    starts = np.cumsum([0] + [len(p) for p in pieces]).astype(np.int64)
-    dataset = data.Dataset(np.concatenate(pieces), starts, [f"mine/{i}.mid" for i in range(8)],
-                           ["train"] * 6 + ["validation", "test"])
-    dataset.save(tmp_path / "dataset.npz")
+def tiny_config(small_dataset, tmp_path):
 
     def write(epochs: int, batch_size: int = 16):
         path = tmp_path / f"tiny{epochs}.yaml"
-        path.write_text(f"data: {tmp_path / 'dataset.npz'}\nout_dir: {tmp_path / 'run'}\nseed: 1\n"
+        path.write_text(f"data: {small_dataset}\nout_dir: {tmp_path / 'run'}\nseed: 1\n"
                         "model: {embed_dim: 16, hidden: 32, layers: 2, dropout: 0.1}\n"
                         f"batch_size: {batch_size}\nseq_len: 64\nwarmup_steps: 2\nepoch_tokens: 4096\n"
                         f"epochs: {epochs}\nthreads: 2\n")
