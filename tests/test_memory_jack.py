@@ -8,6 +8,7 @@ import mido
 import numpy as np
 import pytest
 
+from improv.config import Config
 from improv.memory import SessionMemory, memory_path_for
 from improv.tools.probe import note_ons
 from jackserver import launch_improv, stop_improv
@@ -15,6 +16,7 @@ from jackserver import launch_improv, stop_improv
 pytestmark = pytest.mark.jack
 SILENCE_MS = 300
 MELODY = (60, 62, 64, 65, 67, 65, 64, 62, 60, 67)
+RESET_CC = Config().controls.reset
 
 
 def trigrams(pitches) -> list[tuple[int, ...]]:
@@ -34,16 +36,23 @@ def play_and_listen(client, answer_s: float = 2.5) -> list[int]:
 
 
 def test_a_phrase_played_again_is_answered_with_more_of_its_own_material(client, tmp_path):
+    # One answer is a small, random sample: the phrase is played twice in each of three pieces, with a
+    # reset (which empties the memory) between pieces, and the first answers are set against the second.
     config = tmp_path / "memory.yaml"
     config.write_text("engine: {response_ms: 2000}\nmemory: {attachment: 0.8}\n")
     process = launch_improv(client, "--no-record", "--config", str(config), "--silence-ms", str(SILENCE_MS))
+    firsts, seconds = [], []
     try:
-        answers = [play_and_listen(client) for _ in range(3)]
+        for _ in range(3):
+            client.send(0xB0, RESET_CC, 127)
+            firsts.append(play_and_listen(client))
+            seconds.append(play_and_listen(client))
     finally:
         code, stderr = stop_improv(process)
-    assert all(answers), f"an answer was missing: {answers}\n{stderr[-2000:]}"
-    first, later = from_the_melody(answers[0]), np.mean([from_the_melody(a) for a in answers[1:]])
-    assert later > first, (first, later, answers)
+    assert all(firsts + seconds), f"an answer was missing: {firsts + seconds}\n{stderr[-2000:]}"
+    first = np.mean([from_the_melody(a) for a in firsts])
+    second = np.mean([from_the_melody(a) for a in seconds])
+    assert second > first, (first, second, firsts, seconds)
     assert code == 0, stderr
 
 
