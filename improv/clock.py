@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 PULSES_PER_QUARTER = 24
 PULSES_PER_SIXTEENTH = PULSES_PER_QUARTER // 4
@@ -21,6 +22,68 @@ REFIT_PULSES = 12  # this many off the line in a row, at a tempo: the source jum
 MIN_BPM, MAX_BPM = 20.0, 400.0
 
 
+class Timeline(Protocol):
+    """Where the session's beat is, on the daemon's clock (seconds): what the engine asks when it
+    places an answer. Beats are quarter notes since the song's start. The three sources (time.sync)
+    are InternalTimeline, ClockFollower (MIDI clock) and improv.link.LinkTimeline."""
+
+    @property
+    def bpm(self) -> float | None:
+        """The tempo, or None while it is not known (then improv plays in free time)."""
+
+    @property
+    def playing(self) -> bool:
+        """False once the session's transport stopped: improv plays nothing until it starts again."""
+
+    def beat_at(self, time_s: float) -> float | None:
+        """The beat at `time_s`, or None while the tempo is not known."""
+
+    def time_of_beat(self, beat: float) -> float | None:
+        """When `beat` falls, or None while the tempo is not known."""
+
+
+class InternalTimeline:
+    """improv's own tempo (time.bpm), its beat 0 where `anchor` puts it: the first note of the
+    player's phrase, so that improv's bars are counted from the player's downbeat."""
+
+    def __init__(self, bpm: float, origin_s: float = 0.0):
+        self.tempo_bpm, self.origin_s = float(bpm), origin_s
+
+    @property
+    def bpm(self) -> float:
+        return self.tempo_bpm
+
+    @property
+    def playing(self) -> bool:
+        return True
+
+    def anchor(self, downbeat_s: float) -> None:
+        self.origin_s = downbeat_s
+
+    def beat_at(self, time_s: float) -> float:
+        return (time_s - self.origin_s) * self.tempo_bpm / 60.0
+
+    def time_of_beat(self, beat: float) -> float:
+        return self.origin_s + beat * 60.0 / self.tempo_bpm
+
+
+def parse_meter(meter: str) -> tuple[int, int]:
+    """"6/8" -> (6, 8); ValueError naming what is allowed."""
+    try:
+        numerator, denominator = (int(part) for part in meter.split("/"))
+    except ValueError:
+        raise ValueError(f"{meter!r} is not a time signature such as 4/4, 3/4 or 6/8") from None
+    if not 1 <= numerator <= 32 or denominator not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"{meter!r}: the beats per bar must be 1..32 and the note value 1, 2, 4, 8, 16 or 32")
+    return numerator, denominator
+
+
+def bar_beats(meter: str) -> float:
+    """A bar's length in quarter notes: 4/4 -> 4, 3/4 -> 3, 6/8 -> 3."""
+    numerator, denominator = parse_meter(meter)
+    return numerator * 4.0 / denominator
+
+
 class ClockFollower:
     """Follows a MIDI clock: `pulse`, `start`, `stop`, `proceed` (Continue) and `song_position` as
     they arrive, each with its time; `bpm`, `beat_at` and `time_of_beat` read the fit."""
@@ -28,21 +91,22 @@ class ClockFollower:
     def __init__(self, fit_pulses: int = FIT_PULSES):
         self.fit: deque[tuple[int, float]] = deque(maxlen=fit_pulses)  # (pulse position, time)
         self.position = 0  # pulses since the song's start
-        self.running = False
+        self.running = False  # between Start (or Continue) and Stop: pulses move the song on
+        self.stopped = False  # a Stop was heard and no Start since (before any, improv plays free)
         self.ignored = 0  # pulses left out of the fit (bursts, stalls, pulses while stopped)
         self.off_line: deque[tuple[int, float]] = deque(maxlen=REFIT_PULSES)  # pulses off it, in a row
 
     def start(self, time_s: float) -> None:
         """Start: from the song's beginning. The first pulse after it is the downbeat."""
-        self.position, self.running = 0, True
+        self.position, self.running, self.stopped = 0, True, False
         self._forget_fit()
 
     def stop(self, time_s: float) -> None:
-        self.running = False
+        self.running, self.stopped = False, True
 
     def proceed(self, time_s: float) -> None:
         """Continue: on from where the song stopped or the pointer put it."""
-        self.running = True
+        self.running, self.stopped = True, False
         self._forget_fit()  # the time between stop and continue is not tempo
 
     def song_position(self, sixteenths: int) -> None:
@@ -74,6 +138,10 @@ class ClockFollower:
         self.position += 1
 
     # -- reading the fit --------------------------------------------------------------------------
+    @property
+    def playing(self) -> bool:
+        return not self.stopped
+
     @property
     def bpm(self) -> float | None:
         """The tempo, or None before two pulses were heard (or when the fit is not a tempo)."""
