@@ -3,21 +3,29 @@
 MIDI clock is 24 pulses per quarter note, with Start, Stop, Continue and Song Position Pointer (in
 sixteenths). Real clock sources jitter by a millisecond or more, and a DAW sends a burst of pulses
 after a stall, so tempo and phase come from a line fitted through the last pulses (least squares),
-never from one interval. A pulse far off that line (a stall, a burst) counts for the position but
-not for the fit; if the pulses go on off it, evenly, at a tempo, the source has moved on, and the fit
-starts again from them (a burst's pulses are not evenly spaced at any tempo improv follows).
+never from one interval. Each pulse is checked against the line and the last pulse counted:
+- well after the time the line expects for it (a stall): it counts for the position but not for the
+  fit, so the pulses a DAW sends to catch up after a stall are counted too;
+- less than half a pulse length after the last pulse counted: not a pulse of the clock followed (a
+  second clock source on the same input, or a burst beyond any stall): ignored, so the beat stays
+  tied to the time;
+- otherwise the next pulse, fitted: a faster tempo is followed within the fit's length.
+If the pulses go on off the line, evenly, at a tempo, the source has moved on, and the fit starts
+again from them.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol
 
 PULSES_PER_QUARTER = 24
 PULSES_PER_SIXTEENTH = PULSES_PER_QUARTER // 4
-FIT_PULSES = 48  # two beats of pulses in the fit: jitter averages out, a tempo change shows within a beat
-OFF_LINE_PULSES = 2.0  # a pulse further than this many pulse lengths from the line is not fitted
+FIT_PULSES = 24  # a beat of pulses in the fit: jitter averages out, a tempo change is followed within a beat
+LATE_PULSES = 0.45  # a pulse this many pulse lengths after where the line expects it is late (a stall)
+EARLY_PULSES = 0.5  # a pulse within this many pulse lengths of the last one counted is not the clock's
 REFIT_PULSES = 12  # this many off the line in a row, at a tempo: the source jumped, fit afresh
 MIN_BPM, MAX_BPM = 20.0, 400.0
 
@@ -60,6 +68,12 @@ class InternalTimeline:
     def anchor(self, downbeat_s: float) -> None:
         self.origin_s = downbeat_s
 
+    def set_bpm(self, bpm: float, now_s: float) -> None:
+        """A new tempo from now on: the beat at `now_s` stays where it is."""
+        beat = self.beat_at(now_s)
+        self.tempo_bpm = float(bpm)
+        self.origin_s = now_s - beat * 60.0 / self.tempo_bpm
+
     def beat_at(self, time_s: float) -> float:
         return (time_s - self.origin_s) * self.tempo_bpm / 60.0
 
@@ -93,8 +107,9 @@ class ClockFollower:
         self.position = 0  # pulses since the song's start
         self.running = False  # between Start (or Continue) and Stop: pulses move the song on
         self.stopped = False  # a Stop was heard and no Start since (before any, improv plays free)
-        self.ignored = 0  # pulses left out of the fit (bursts, stalls, pulses while stopped)
-        self.off_line: deque[tuple[int, float]] = deque(maxlen=REFIT_PULSES)  # pulses off it, in a row
+        self.ignored: Counter[str] = Counter()  # pulses left out: "stopped", "early" (another source, a burst), "late"
+        self.off_line: deque[tuple[int, float]] = deque(maxlen=REFIT_PULSES)  # late pulses, in a row
+        self.last_counted_s: float | None = None
 
     def start(self, time_s: float) -> None:
         """Start: from the song's beginning. The first pulse after it is the downbeat."""
@@ -117,25 +132,36 @@ class ClockFollower:
     def _forget_fit(self) -> None:
         self.fit.clear()
         self.off_line.clear()
+        self.last_counted_s = None
 
     def pulse(self, time_s: float) -> None:
         if not self.running:
-            self.ignored += 1
+            self.ignored["stopped"] += 1
             return
         line = _line(self.fit)
-        if line is not None and abs(time_s - (line[1] + line[0] * self.position)) > OFF_LINE_PULSES * line[0]:
+        if line is not None and time_s - (line[1] + line[0] * self.position) > LATE_PULSES * line[0]:
             self.off_line.append((self.position, time_s))
             self.position += 1
-            self.ignored += 1
-            moved_on = _line(self.off_line) if len(self.off_line) == REFIT_PULSES else None
-            if moved_on is not None and _bpm(moved_on[0]) is not None:
-                self.fit.clear()
-                self.fit.extend(self.off_line)
-                self.off_line.clear()
+            self.last_counted_s = time_s
+            self.ignored["late"] += 1
+            self._refit_if_moved_on()
             return
+        if line is not None and self.last_counted_s is not None and time_s - self.last_counted_s < EARLY_PULSES * line[0]:
+            self.ignored["early"] += 1
+            return
+        self.last_counted_s = time_s
         self.off_line.clear()
         self.fit.append((self.position, time_s))
         self.position += 1
+
+    def _refit_if_moved_on(self) -> None:
+        """REFIT_PULSES late pulses in a row, evenly at a tempo: the source slowed down or jumped.
+        The fit starts again from them (a catch-up burst's pulses are not at any tempo improv follows)."""
+        moved_on = _line(self.off_line) if len(self.off_line) == REFIT_PULSES else None
+        if moved_on is not None and _bpm(moved_on[0]) is not None:
+            self.fit.clear()
+            self.fit.extend(self.off_line)
+            self.off_line.clear()
 
     # -- reading the fit --------------------------------------------------------------------------
     @property
@@ -199,12 +225,36 @@ class Grid:
     swing: float = 0.0
     strength: float = 1.0
 
+    def line(self, index: int) -> float:
+        """The beat of grid line `index` (line 0 is the song's beat 0), swing included."""
+        step = DIVISIONS[self.division]
+        return index * step + (self.swing * step if index % 2 else 0.0)
+
+    def nearest_line(self, beat: float) -> float:
+        index = round(beat / DIVISIONS[self.division])
+        return min((self.line(i) for i in (index - 1, index, index + 1)), key=lambda line: abs(line - beat))
+
+    def line_at_or_after(self, beat: float) -> float:
+        index = math.floor(beat / DIVISIONS[self.division]) - 1
+        while self.line(index) < beat:
+            index += 1
+        return self.line(index)
+
+    def pull(self, beat: float, line: float) -> float:
+        """`beat` moved toward `line` by the strength."""
+        return beat + self.strength * (line - beat)
+
     def place(self, beat: float) -> float:
         """The beat an onset at `beat` is moved to."""
         if self.strength <= 0:
             return beat
-        step = DIVISIONS[self.division]
-        index = round(beat / step)
-        lines = [(i, i * step + (self.swing * step if i % 2 else 0.0)) for i in (index - 1, index, index + 1)]
-        nearest = min((abs(line - beat), line) for _, line in lines)[1]
-        return beat + self.strength * (nearest - beat)
+        return self.pull(beat, self.nearest_line(beat))
+
+    def place_after(self, beat: float, after: float) -> float:
+        """As `place`, for an onset that must stay later than `after` (improv's next onset after its
+        last): when the nearest line is not later, the next line after `after` is taken, so a short
+        step is kept a step, never folded into a chord."""
+        line = self.nearest_line(beat)
+        if line <= after + 1e-9:
+            line = self.line_at_or_after(after + 1e-9)
+        return self.pull(beat, line)
