@@ -332,6 +332,19 @@ def key_flags(parser: argparse.ArgumentParser) -> None:
                                                            "0 changes nothing")
 
 
+def time_flags(parser: argparse.ArgumentParser) -> None:
+    """The tempo, the grid and bars, as improv run and improv generate both take them."""
+    setting_flag(parser, "--bpm", "time.bpm", "the tempo improv keeps when it does not follow a clock")
+    setting_flag(parser, "--grid", "time.grid", "pull improv's onsets toward this grid (needs a tempo)")
+    setting_flag(parser, "--swing", "time.swing", "every second grid line this share of a grid step later")
+    setting_flag(parser, "--grid-strength", "time.grid_strength", "0 leaves onsets free, 1 puts them on the grid")
+    setting_flag(parser, "--meter", "time.meter", "time signature, e.g. 4/4, 3/4, 6/8")
+    setting_flag(parser, "--response-bars", "time.response_bars", "answers last this many whole bars "
+                                                                   "(default: engine.response_ms)", show_default=False)
+    setting_flag(parser, "--start-on", "time.start_on", "an answer starts right after the silence, or on the next "
+                                                        "beat or bar")
+
+
 def apply_setting_flags(config, args) -> None:
     """Override the config with each setting flag given, checked as the file is."""
     from improv import config as config_module
@@ -378,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(generate, "--attachment", "memory.attachment", "how much the continuation follows the seed, "
                                                                 "learned as the player's: 0 the model alone")
     key_flags(generate)
+    time_flags(generate)
     generate.add_argument("--model", help=model_help)
     generate.add_argument("--config", help=config_help)
     generate.add_argument("--random-seed", type=int,
@@ -417,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(run, "--attachment", "memory.attachment", "how much improv follows what you played: 0 the model "
                                                            "alone, 1 as much of you as the session memory can give")
     key_flags(run)
+    setting_flag(run, "--sync", "time.sync", "whose tempo improv follows: its own (--bpm), the MIDI clock on its "
+                                             "input, or an Ableton Link session")
+    setting_flag(run, "--clock-in", "time.clock_input", "with --sync midi-clock: take the clock from this port "
+                                                        "(default: improv's input)", show_default=False)
+    time_flags(run)
     setting_flag(run, "--models", "model.folder", "a folder of models: a Program Change N switches to the Nth "
                                                   "(improv models lists them)", show_default=False)
     setting_flag(run, "--output-offset-ms", "midi.output_offset_ms", "send improv's notes this much later "

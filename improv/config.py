@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from improv.clock import DIVISIONS, parse_meter
 from improv.errors import ConfigError
 from improv.key import parse_key
 from improv.memory import MAX_CONTEXTS
@@ -21,6 +22,9 @@ from improv.midi.messages import FIRST_CHANNEL_MODE_CC
 from improv.paths import config_candidates
 
 MODES = ("call-response", "continuous")
+SYNCS = ("internal", "midi-clock", "link")
+GRIDS = ("off", *DIVISIONS)
+START_ON = ("free", "beat", "bar")
 LOOKAHEAD_MAX_MS = 2000
 MIN_OFFSET_MARGIN_MS = 10  # a negative output offset stays this far inside the lookahead
 BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
@@ -110,6 +114,8 @@ class ControlsSection:
     # CCs no instrument defines: 32-63 are the low halves of 0-31 (32 comes with every bank change, 33
     # with a 14-bit mod wheel), so the controls keep out of them.
     key_strength: int | None = setting(14, low=0, high=LAST_KNOB_CC)
+    bpm: int | None = setting(15, low=0, high=LAST_KNOB_CC)
+    swing: int | None = setting(20, low=0, high=LAST_KNOB_CC)
     reset: int | None = setting(102, low=0, high=LAST_KNOB_CC, action=True)  # a new piece: forget the session
     answer: int | None = setting(103, low=0, high=LAST_KNOB_CC, action=True)  # answer now, without the silence
 
@@ -136,6 +142,26 @@ class KeySection:
     pitch_classes: list[int] | None = setting(None, low=0, high=11)  # name custom: the pitch classes (0 = C)
 
 
+def _check_meter(value: str, section) -> None:
+    parse_meter(value)
+
+
+@dataclass
+class TimeSection:
+    """The session's time (improv.clock): whose tempo improv follows, and how its notes sit on it."""
+
+    sync: str = setting("internal", choices=SYNCS)  # internal: time.bpm; midi-clock: the input's clock; link
+    bpm: float = setting(120.0, low=20.0, high=400.0, knob=(40.0, 240.0))  # the internal tempo
+    follow_player: bool = False  # internal: the tempo heard in the player's notes, time.bpm until one is heard
+    clock_input: str | None = None  # midi-clock from this port (name or unique part); None: the player's input
+    meter: str = setting("4/4", check=_check_meter)  # the time signature: bars for response_bars and start_on
+    grid: str = setting("off", choices=GRIDS)  # improv's onsets are pulled toward this grid
+    swing: float = setting(0.0, low=0.0, high=0.75, knob=(0.0, 0.75))  # every second grid line this much later
+    grid_strength: float = setting(1.0, low=0.0, high=1.0)  # 0 free, 1 on the grid
+    response_bars: int | None = setting(None, low=1, high=256)  # with a tempo: answers last this many whole bars
+    start_on: str = setting("free", choices=START_ON)  # with a tempo: an answer starts on the next beat or bar
+
+
 @dataclass
 class RecordingSection:
     enabled: bool = True
@@ -153,6 +179,7 @@ class Config:
     controls: ControlsSection = field(default_factory=ControlsSection)
     memory: MemorySection = field(default_factory=MemorySection)
     key: KeySection = field(default_factory=KeySection)
+    time: TimeSection = field(default_factory=TimeSection)
     recording: RecordingSection = field(default_factory=RecordingSection)
 
     def validate(self) -> "Config":
@@ -283,6 +310,8 @@ def from_dict(raw: dict, source: str = "config") -> Config:
             dotted = f"{section_name}.{key}"
             if key not in known:
                 raise ConfigError(f"{dotted} is not a config key; {section_name} has: {', '.join(known)}")
+            if value is False and "off" in known[key].metadata.get("choices", ()):
+                value = "off"  # YAML 1.1 reads an unquoted off as false
             setattr(section, key, _coerce(dotted, value, str(known[key].type)))
     return config.validate()
 

@@ -17,6 +17,7 @@ prediction is mixed into the model's before each generated token is sampled.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
+from improv.clock import Grid, InternalTimeline, Timeline, bar_beats
 from improv.config import Config
 from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent, Vocabulary
 from improv.key import AUTO, Key, KeyDetector, parse_key, penalty
 from improv.memory import SessionMemory
 from improv.sampling import MaskBuilder, sample
 
+ON_GRID_S = 0.0005  # an onset this close to its grid line is on it (the grid is placed exactly, not in steps)
 CONTEXT_KEPT = 1024  # the last tokens fed, kept for a model switched in to hear (switch_model)
 PRIME_TOKENS = 256  # how many of them a model switched in hears
 MAX_TOKENS_PER_POLL = 512  # a model that never advances time cannot hold the engine
@@ -119,8 +122,10 @@ class Engine:
 
     def __init__(self, model: SteppedModel, config: Config, now_s: float, rng: np.random.Generator | None = None,
                  *, record_history: bool = False, emit: Callable[[NoteEvent], None] | None = None,
-                 memory: SessionMemory | None = None):
+                 memory: SessionMemory | None = None, timeline: Timeline | None = None):
         self.model, self.config = model, config
+        # Where the beat is: the session's (MIDI clock, Link) or improv's own tempo (time.bpm).
+        self.timeline = timeline if timeline is not None else InternalTimeline(config.time.bpm, now_s)
         self.memory = memory if memory is not None else SessionMemory(model.vocab.size,
                                                                       max_contexts=config.memory.max_contexts)
         self.record_history = record_history  # keep every token the model was fed (tests, debugging)
@@ -169,6 +174,10 @@ class Engine:
         # When the answer under way ends. Its own field: a continuous answer's end moves with every
         # message heard, while the state stays.
         self.answer_end_s: float | None = None
+        self.answer_end_beat: float | None = None  # with time.response_bars: the bar line it ends on
+        # A generated time shift pulled to the grid lands on this beat (and, should the tempo be lost,
+        # at this time); it is placed when it comes within the lookahead, on the tempo as it is then.
+        self.landing: tuple[float, float] | None = None
         self.learnable.clear()  # START is the model's, not something heard
         self.committed = self._checkpoint()
 
@@ -209,6 +218,7 @@ class Engine:
     def _rollback(self) -> None:
         """Drop what was generated but not sent; the model returns to what was heard."""
         self.pending.clear()
+        self.landing = None
         if self.tokens_fed != self.committed.tokens_fed:
             c = self.committed
             for _ in range(min(self.tokens_fed - c.tokens_fed, len(self.context))):
@@ -263,23 +273,27 @@ class Engine:
         continuous = engine.mode == "continuous"
         if not continuous and self.state.generating:
             self.state = State.LISTENING  # call-response: the player plays over the answer, which stops
+        if not self.timeline.playing:
+            return  # the session's transport is stopped: nothing is owed until it starts
         if key_struck and self.state is State.LISTENING:
             self.state = State.WAITING
+            if isinstance(self.timeline, InternalTimeline):
+                self.timeline.anchor(now_s)  # improv's bars count from the player's downbeat
         if continuous and engine.enabled:
             # From silence, improv comes in at once; once playing, it keeps its own time.
             if not self.state.generating:
                 self.state = State.ANSWERING if self.sent else State.REACTING
-            self.answer_end_s = now_s + engine.response_ms / 1000
+            self._set_answer_end(now_s)
 
     def _answer_starts(self, start_s: float) -> None:
         assert self.state is State.WAITING
         self.state = State.STARTING
-        self.answer_end_s = start_s + self.config.engine.response_ms / 1000
+        self._set_answer_end(start_s)
 
     def _answer_asked(self, now_s: float) -> None:
         assert not self.state.generating
         self.state = State.STARTING
-        self.answer_end_s = now_s + self.config.engine.response_ms / 1000
+        self._set_answer_end(now_s)
 
     def _note_generated(self) -> None:
         if self.state in (State.STARTING, State.REACTING):
@@ -290,6 +304,103 @@ class Engine:
 
     def _panicked(self) -> None:
         self.state = State.LISTENING  # whatever was heard is no longer owed an answer
+
+    # -- the session's time ---------------------------------------------------------------------
+    def _set_answer_end(self, from_s: float) -> None:
+        """An answer from `from_s` lasts engine.response_ms; with time.response_bars and a tempo, it
+        ends on the bar line nearest that many bars on (so it lasts that many whole bars, less or
+        more half a bar when it did not start on a bar line)."""
+        bars = self.config.time.response_bars
+        beat = self.timeline.beat_at(from_s) if bars is not None else None
+        if beat is None:
+            self.answer_end_beat, self.answer_end_s = None, from_s + self.config.engine.response_ms / 1000
+            return
+        bar = bar_beats(self.config.time.meter)
+        self.answer_end_beat = math.ceil((beat + (bars - 0.5) * bar) / bar) * bar
+        self.answer_end_s = self.timeline.time_of_beat(self.answer_end_beat)
+
+    def _follow_tempo(self, now_s: float) -> None:
+        """Keep up with the session's time: time.bpm turned live, an answer's end in bars as the tempo
+        moves, and a transport that stopped (Link's start/stop) ends the answer."""
+        timeline = self.timeline
+        if isinstance(timeline, InternalTimeline) and timeline.bpm != self.config.time.bpm:
+            timeline.set_bpm(self.config.time.bpm, now_s)
+        if self.answer_end_beat is not None and self.state.generating:
+            end_s = timeline.time_of_beat(self.answer_end_beat)
+            if end_s is not None:
+                self.answer_end_s = end_s
+
+    def _grid(self) -> Grid | None:
+        """The grid improv's onsets are pulled to, or None: no grid, strength 0, or no tempo known."""
+        time_ = self.config.time
+        if time_.grid == "off" or time_.grid_strength <= 0 or self.timeline.bpm is None:
+            return None
+        return Grid(time_.grid, time_.swing, time_.grid_strength)
+
+    def _on_time(self, time_s: float) -> float:
+        """The time an answer due at `time_s` starts: the next beat or bar (time.start_on), then the
+        next grid line; `time_s` itself in free time."""
+        beat = self.timeline.beat_at(time_s)
+        if beat is None:
+            return time_s
+        start_on = self.config.time.start_on
+        if start_on != "free":
+            unit = 1.0 if start_on == "beat" else bar_beats(self.config.time.meter)
+            beat = math.ceil(beat / unit - 1e-9) * unit
+        grid = self._grid()
+        if grid is not None:
+            beat = grid.pull(beat, grid.line_at_or_after(beat - 1e-9))
+        placed = self.timeline.time_of_beat(beat)
+        return max(time_s, placed) if placed is not None else time_s
+
+    def _move_to(self, target_s: float) -> None:
+        """Generated time up to `target_s` exactly. The model hears it in time shifts counted from the
+        time it has heard so far (the encoder's), so what it hears stays within half a step of what
+        was sent and never drifts; the decoder, which times what is sent, is put on `target_s`."""
+        steps = round((target_s - self.encoder.cursor_s) / self.step_s)
+        if steps > 0:
+            self._advance(steps)
+        if abs(self.decoder.time_s - target_s) <= self.step_s + 1e-9:  # not cut at the answer's end
+            self._shift_origin(target_s - self.decoder.time_s)
+
+    def _shift_origin(self, correction_s: float) -> None:
+        """What is sent moves by less than a step; what the model heard stays as it was."""
+        self.decoder.origin_s += correction_s
+
+    def _shift_on_grid(self, grid: Grid, steps: int) -> None:
+        """A generated time shift, with the onset it leads to pulled to the grid (later than now). It
+        is fed to the model once it lands within the lookahead (`_land`), not now: a long shift is
+        placed on the tempo of the moment it lands, so the onsets follow a tempo that changes."""
+        now_s = self.decoder.time_s
+        now_beat = self.timeline.beat_at(now_s)
+        beat = self.timeline.beat_at(now_s + steps * self.step_s)
+        target = self.timeline.time_of_beat(grid.place_after(beat, now_beat)) if beat is not None else None
+        if target is None or now_beat is None:
+            self._advance(steps)  # the tempo was lost in between: free time
+            return
+        self.landing = (grid.place_after(beat, now_beat), target)
+
+    def _landing_s(self) -> float:
+        """When generation must go on while a shift waits to land: where it lands on the tempo now, or
+        sooner where the answer ends or a sounding note reaches max_note_ms (`_advance` ends them)."""
+        beat, planned_s = self.landing
+        landing_s = self.timeline.time_of_beat(beat)
+        stops = [landing_s if landing_s is not None else planned_s]
+        if self.answer_end_s is not None:
+            stops.append(self.answer_end_s)
+        max_note_s = self.config.limits.max_note_ms / 1000
+        stops += [onset + max_note_s for onset in self.decoder.sounding.values()]
+        return max(self.decoder.time_s, min(stops))
+
+    def _land(self) -> None:
+        beat, planned_s = self.landing
+        self.landing = None
+        landing_s = self.timeline.time_of_beat(beat)
+        self._move_to(max(self.decoder.time_s + self.step_s / 2, landing_s if landing_s is not None else planned_s))
+
+    def _generation_s(self) -> float:
+        """How far generation has gone: the decoder's time, or where a waiting shift must be placed."""
+        return self.decoder.time_s if self.landing is None else self._landing_s()
 
     # -- heard events: the player's, and improv's own releases --------------------------------
     def _feed_heard(self, tokens: list[int], players: bool = False, in_context: bool = True) -> None:
@@ -365,13 +476,16 @@ class Engine:
     def poll(self, now_s: float) -> list[NoteEvent]:
         """Start an answer when it is due, generate ahead, and return the events due by now."""
         engine = self.config.engine
+        self._follow_tempo(now_s)
+        if self.state.generating and not self.timeline.playing:
+            return self.panic(now_s)  # the transport stopped: every note of improv's ends now
         self.poll_now_s = now_s
         if self._answer_due(now_s):
             self._start_answer()
         budget = MAX_TOKENS_PER_POLL
         horizon = now_s + engine.lookahead_ms / 1000
         committed = self.committed
-        while self.state.generating and self.decoder.time_s <= horizon + 1e-9 and budget > 0:
+        while self.state.generating and self._generation_s() <= horizon + 1e-9 and budget > 0:
             started = time.perf_counter_ns()
             self._generate_one()
             self.token_ns.append(time.perf_counter_ns() - started)
@@ -396,7 +510,7 @@ class Engine:
         if self.pending:
             candidates.append(self.pending[0].event.time_s)
         if self.state.generating:
-            candidates.append(self.decoder.time_s - self.config.engine.lookahead_ms / 1000)
+            candidates.append(self._generation_s() - self.config.engine.lookahead_ms / 1000)
         elif self._waiting_to_answer():
             candidates.append(self._answer_start_s() - self.config.engine.lookahead_ms / 1000)
         return min(candidates) if candidates else None
@@ -406,10 +520,10 @@ class Engine:
         # Keys held, or released but ringing under the pedal, mean the phrase is not over.
         # (WAITING is entered on a player's key, so last_player_s is set.)
         return (self.state is State.WAITING and engine.mode == "call-response" and engine.enabled
-                and not self.keys_down and not self.encoder.pedal_held)
+                and not self.keys_down and not self.encoder.pedal_held and self.timeline.playing)
 
     def _answer_start_s(self) -> float:
-        return self.last_player_s + self.config.engine.silence_ms / 1000
+        return self._on_time(self.last_player_s + self.config.engine.silence_ms / 1000)
 
     def _answer_due(self, now_s: float) -> bool:
         """An answer is prepared a lookahead before it sounds, so its first note is on time."""
@@ -427,12 +541,24 @@ class Engine:
         self._answer_starts(start_s)
 
     def _finish_answer(self) -> None:
+        if self.answer_end_beat is not None and 0 < self.decoder.time_s - self.answer_end_s < self.step_s:
+            self._shift_origin(self.answer_end_s - self.decoder.time_s)  # on the bar line, not the step after
         for pitch in sorted(self.decoder.sounding):
             self._push(self.vocab.note_off(pitch))
         self._answer_ends()
 
     # -- generation -----------------------------------------------------------------------------
     def _generate_one(self) -> None:
+        if self.landing is not None:
+            self._land()
+            return
+        grid = self._grid()
+        if grid is not None and self.state in (State.STARTING, State.REACTING):
+            beat = self.timeline.beat_at(self.decoder.time_s)
+            on_grid = self.timeline.time_of_beat(grid.pull(beat, grid.line_at_or_after(beat - 1e-9)))
+            if on_grid is not None and on_grid > self.decoder.time_s + ON_GRID_S:
+                self._move_to(on_grid)  # an answer's first note waits for its grid line; the model hears the wait
+                return
         limits, sampling = self.config.limits, self.config.sampling
         self.masks.set_range(limits.pitch_low, limits.pitch_high)
         key, strength = self.key(), self.config.key.strength
@@ -455,7 +581,7 @@ class Engine:
             logits = logits + self._key_penalty(key, strength)  # out-of-key NOTE_ONs damped
         token = sample(logits, sampling.temperature, sampling.top_p, self.rng, allowed)
         self.recent.extend(looked_past)  # the memory's context goes on as if improv had played them too
-        self.feed_generated(token)
+        self.feed_generated(token, grid)
 
     def _key_penalty(self, key: Key, strength: float) -> np.ndarray:
         """log(1 - strength) on each out-of-key NOTE_ON, 0 elsewhere (kept while key and strength stay)."""
@@ -466,11 +592,12 @@ class Engine:
             self._penalty[on : on + 128][key.out_of_key()] = penalty(strength)
         return self._penalty
 
-    def feed_generated(self, token: int) -> None:
-        """Feed a token as improv's own: notes wait in `pending`, time shifts respect max_note_ms."""
+    def feed_generated(self, token: int, grid: Grid | None = None) -> None:
+        """Feed a token as improv's own: notes wait in `pending`, time shifts respect max_note_ms and,
+        with a `grid`, land where the grid pulls them."""
         group, value = self.vocab.decode_token(token)
         if group == "TIME_SHIFT":
-            self._advance(value)
+            self._shift_on_grid(grid, value) if grid is not None else self._advance(value)
         else:
             self._push(token)
             if group == "NOTE_ON":
@@ -490,12 +617,20 @@ class Engine:
                 until = max(0, int((deadline_s - self.decoder.time_s) / self.step_s + 1e-6))
                 if until < steps:
                     if until > 0:
-                        self._push(self.vocab.time_shift(until))
+                        self._push_shift(until)
                     self._push(self.vocab.note_off(pitch))
                     steps -= until
                     continue
-            self._push(self.vocab.time_shift(steps))
+            self._push_shift(steps)
             return
+
+    def _push_shift(self, steps: int) -> None:
+        """A time shift of any length, in tokens of at most the vocabulary's longest (a shift pulled to
+        the grid can be longer than any the model samples)."""
+        while steps > 0:
+            token_steps = min(steps, self.vocab.time_shift_steps)
+            self._push(self.vocab.time_shift(token_steps))
+            steps -= token_steps
 
     def _push(self, token: int) -> None:
         """Feed a generated token; the notes it makes wait in `pending` until due, or, when due
