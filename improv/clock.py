@@ -81,6 +81,59 @@ class InternalTimeline:
         return self.origin_s + beat * 60.0 / self.tempo_bpm
 
 
+class PlayerTempo:
+    """The tempo of the player's notes (time.follow_player): the tempo among MIN_BPM_HEARD..MAX_BPM_HEARD
+    on whose beats, eighths and sixteenths the recent onsets line up best (the length of their mean
+    phase vector), weighed by a prior around a moderate tempo, since a tempo and its half or double
+    can line up as well."""
+
+    WINDOW_S = 8.0  # the onsets heard in this long
+    CHORD_S = 0.04  # onsets closer than this are one chord
+    MIN_ONSETS = 6
+    MIN_BPM_HEARD, MAX_BPM_HEARD, STEP_BPM = 60.0, 180.0, 0.25
+    PRIOR_BPM, PRIOR_OCTAVES = 110.0, 0.5
+
+    def __init__(self):
+        self.onsets: deque[float] = deque()
+        self._bpm: float | None = None
+        self._estimated_for: float | None = None  # the last onset the estimate heard
+        import numpy as np
+
+        self._bpms = np.arange(self.MIN_BPM_HEARD, self.MAX_BPM_HEARD + self.STEP_BPM / 2, self.STEP_BPM)
+        self._turns_per_s = self._bpms[:, None] / 60.0 * np.array([1.0, 2.0, 4.0])[None, :]
+        self._prior = np.exp(-0.5 * (np.log2(self._bpms / self.PRIOR_BPM) / self.PRIOR_OCTAVES) ** 2)
+
+    def note_on(self, time_s: float) -> None:
+        if self.onsets and time_s - self.onsets[-1] < self.CHORD_S:
+            return
+        self.onsets.append(time_s)
+        while time_s - self.onsets[0] > self.WINDOW_S:
+            self.onsets.popleft()
+
+    @property
+    def bpm(self) -> float | None:
+        """The tempo heard, or None before MIN_ONSETS onsets. Estimated when asked (about a
+        millisecond), once per onset heard."""
+        if len(self.onsets) < self.MIN_ONSETS:
+            return self._bpm
+        if self._estimated_for != self.onsets[-1]:
+            self._bpm, self._estimated_for = self._estimate(), self.onsets[-1]
+        return self._bpm
+
+    def _estimate(self) -> float:
+        import numpy as np  # the daemon's core has numpy; this module's other parts need nothing
+
+        offsets = np.asarray(self.onsets) - self.onsets[0]
+        # On the beats, the eighths and the sixteenths: the sixteenths alone fit many tempos.
+        turns = self._turns_per_s[:, :, None] * offsets[None, None, :]
+        fit = np.abs(np.exp(2j * np.pi * turns).mean(axis=2)).mean(axis=1)
+        return float(self._bpms[np.argmax(fit * self._prior)])
+
+    def clear(self) -> None:
+        self.onsets.clear()
+        self._bpm = self._estimated_for = None
+
+
 def parse_meter(meter: str) -> tuple[int, int]:
     """"6/8" -> (6, 8); ValueError naming what is allowed."""
     try:

@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
-from improv.clock import Grid, InternalTimeline, Timeline, bar_beats
+from improv.clock import Grid, InternalTimeline, PlayerTempo, Timeline, bar_beats
 from improv.config import Config
 from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent, Vocabulary
 from improv.key import AUTO, Key, KeyDetector, parse_key, penalty
@@ -143,6 +143,7 @@ class Engine:
         self.token_ns: deque[int] = deque(maxlen=TIMES_KEPT)
         self.notes_in = self.notes_out = 0
         self.key_detector = KeyDetector()  # the player's key, heard live (key.name auto)
+        self.player_tempo = PlayerTempo()  # the player's tempo, heard live (time.follow_player)
         self._key_setting: tuple | None = None  # (name, pitch classes) last parsed, and what it gave
         self._key_parsed: Key | str | None = None
         self._penalty_for: tuple | None = None  # (key, strength) the penalty below is for
@@ -185,6 +186,7 @@ class Engine:
         """A new piece: the session memory and the model's state both start again."""
         self.memory.clear()
         self.key_detector.clear()
+        self.player_tempo.clear()
         self.reset(now_s)
 
     def key(self) -> Key | None:
@@ -322,9 +324,12 @@ class Engine:
     def _follow_tempo(self, now_s: float) -> None:
         """Keep up with the session's time: time.bpm turned live, an answer's end in bars as the tempo
         moves, and a transport that stopped (Link's start/stop) ends the answer."""
-        timeline = self.timeline
-        if isinstance(timeline, InternalTimeline) and timeline.bpm != self.config.time.bpm:
-            timeline.set_bpm(self.config.time.bpm, now_s)
+        timeline, time_ = self.timeline, self.config.time
+        if isinstance(timeline, InternalTimeline):
+            if time_.follow_player and not self.keys_down:  # (not while a phrase is being played: it costs)
+                timeline.tempo_bpm = self.player_tempo.bpm or time_.bpm  # bars still count from the phrase's first note
+            elif not time_.follow_player and timeline.bpm != time_.bpm:
+                timeline.set_bpm(time_.bpm, now_s)
         if self.answer_end_beat is not None and self.state.generating:
             end_s = timeline.time_of_beat(self.answer_end_beat)
             if end_s is not None:
@@ -442,6 +447,7 @@ class Engine:
             self.keys_down.add(msg.note)
             self.notes_in += 1
             self.key_detector.note_on(now_s, msg.note)
+            self.player_tempo.note_on(now_s)
         elif kind in ("note_on", "note_off"):
             self.keys_down.discard(msg.note)
             self.key_detector.note_off(now_s, msg.note)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from improv.clock import PULSES_PER_QUARTER, ClockFollower, Grid
+from improv.clock import PULSES_PER_QUARTER, ClockFollower, Grid, PlayerTempo
 
 
 def pulses(follower, bpm, beats, start_s=0.0, jitter_s=0.0, seed=0, first_pulse=0):
@@ -123,3 +123,36 @@ def test_a_slower_tempo_is_taken_up_after_a_dozen_late_pulses():
     next_s = pulses(follower, 140, beats=4)
     pulses(follower, 100, beats=1, start_s=next_s)
     assert follower.bpm == pytest.approx(100, abs=0.5)
+
+
+def played(bpm, steps, seconds=6.0, jitter_s=0.01, seed=0):
+    rng, beat, t, out = random.Random(seed), 60.0 / bpm, 1.0, []
+    while t < 1.0 + seconds:
+        out.append(t + rng.uniform(-jitter_s, jitter_s))
+        t += steps[len(out) % len(steps)] * beat
+    return out
+
+
+@pytest.mark.parametrize("bpm", [90, 108, 132, 150])
+@pytest.mark.parametrize("steps", [[1], [0.5], [0.5, 0.5, 1, 0.25, 0.25, 0.5, 1.5, 0.5], [0.75, 0.25, 1, 1, 0.5, 0.5]])
+def test_the_players_tempo_is_heard_from_their_onsets(bpm, steps):
+    tempo = PlayerTempo()
+    for onset in played(bpm, steps, seed=bpm):
+        tempo.note_on(onset)
+    assert tempo.bpm == pytest.approx(bpm, abs=1.0)
+
+
+def test_a_slow_or_fast_players_tempo_is_heard_as_itself_or_its_double_or_half():
+    # A tempo and its double put the same notes on a grid: which one is heard is a matter of taste.
+    for bpm in (66, 170):
+        tempo = PlayerTempo()
+        for onset in played(bpm, [0.5, 0.5, 1, 0.25, 0.25, 0.5, 1.5, 0.5], seed=bpm):
+            tempo.note_on(onset)
+        assert min(abs(tempo.bpm - bpm * factor) for factor in (0.5, 1, 2)) <= 1.0, tempo.bpm
+
+
+def test_no_tempo_is_heard_from_too_few_notes():
+    tempo = PlayerTempo()
+    for onset in played(120, [1], seconds=2.0)[: PlayerTempo.MIN_ONSETS - 1]:
+        tempo.note_on(onset)
+    assert tempo.bpm is None

@@ -164,3 +164,18 @@ def test_a_tempo_change_mid_answer_is_followed_within_a_beat(shipped_model):
     off_ms = [1000 * min(abs(t - s) for s in sixteenths) for t in onsets]
     assert max(off_ms) < 2.0, off_ms
     assert math.isclose(follower.bpm, 140.0, abs_tol=0.5)
+
+
+def test_with_follow_player_improv_takes_the_tempo_of_the_players_notes(shipped_model):
+    # The phrase is eighths at 96 BPM; time.bpm says 140, which improv must not keep.
+    config = config_for(bpm=140.0, follow_player=True, grid="1/8")
+    clock = VirtualClock(0.0)
+    engine = Engine(shipped_model, config, 0.0, np.random.default_rng(2))
+    played = phrase(beat_s=60 / 96, pitches=(60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65))
+    perform(engine, clock, played)
+    events = run_until(engine, clock, played[-1][0] + 6.0)
+    onsets = [e.time_s for e in events if e.is_on]
+    assert engine.timeline.bpm == pytest.approx(96, abs=1.0)
+    eighth_s = 60 / engine.timeline.bpm / 2
+    assert len(onsets) > 8
+    assert all(((t - 1.0) / eighth_s) == pytest.approx(round((t - 1.0) / eighth_s), abs=1e-6) for t in onsets)
