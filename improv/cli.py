@@ -316,12 +316,13 @@ def setting_flag(parser: argparse.ArgumentParser, flag: str, dotted: str, what: 
     section, key = dotted.split(".")
     default = getattr(getattr(Config(), section), key)
     kind = {"int": int, "float": float}.get(str(item.type).split(" ")[0], str)
+    several = "list[str]" in str(item.type)  # given again for each (--in A --in B)
     allowed = (f", > {rule['above']}" if "above" in rule else
                f", {rule['low']}..{rule['high']}" if "low" in rule and not isinstance(rule["low"], str) else "")
     shown = f" (default: {default})" if show_default else ""
     metavar = None if "choices" in rule else flag.lstrip("-").upper().replace("-", "_")
     parser.add_argument(flag, dest=SETTING_DEST + dotted, type=kind, choices=rule.get("choices"), metavar=metavar,
-                        help=f"{what}{'' if 'choices' in rule else allowed}{shown}")
+                        action="append" if several else "store", help=f"{what}{'' if 'choices' in rule else allowed}{shown}")
 
 
 def key_flags(parser: argparse.ArgumentParser) -> None:
@@ -416,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "the config file; every setting is described in config.yaml.")
     run.add_argument("--config", help=config_help)
     setting_flag(run, "--model", "model.path", model_help, show_default=False)
-    setting_flag(run, "--in", "midi.input", "connect to this input port (name or unique part; see improv ports) "
+    setting_flag(run, "--in", "midi.input", "connect to this input port, again for several (name or unique part; "
+                                            "see improv ports) "
                                             "(default: open improv's own input)", show_default=False)
     setting_flag(run, "--out", "midi.output", "connect to this output port (default: open improv's own output)",
                  show_default=False)

@@ -55,7 +55,7 @@ class ModelSection:
 @dataclass
 class MidiSection:
     backend: str = setting("auto", choices=BACKENDS)  # auto: JACK when a JACK server runs, else the system's MIDI
-    input: str | None = None  # None: open a virtual input port; else a port name or a unique part of it
+    input: str | list[str] | None = None  # None: open a virtual input port; else port names or unique parts
     output: str | None = None  # None: open a virtual output port
     client_name: str = "improv"
     input_channels: list[int] | None = setting(None, low=1, high=16)  # None listens to all
@@ -281,6 +281,10 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
+    if annotation.startswith("str | list[str]"):
+        if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            return value
+        raise ConfigError(f"{key} must be a port name or a list of port names, got {value!r}")
     if annotation.startswith("str"):
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be text, got {value!r}")
