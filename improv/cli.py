@@ -352,6 +352,8 @@ def apply_setting_flags(config, args) -> None:
 
     for dest, value in vars(args).items():
         if dest.startswith(SETTING_DEST) and value is not None:
+            if isinstance(value, list) and len(value) == 1:
+                value = value[0]  # one port, as config.yaml would name it
             config_module.override(config, dest.removeprefix(SETTING_DEST), value)
 
 
