@@ -33,7 +33,9 @@ from improv.key import AUTO, Key, KeyDetector, parse_key, penalty
 from improv.memory import SessionMemory
 from improv.sampling import MaskBuilder, sample
 
-ON_GRID_S = 0.0005  # an onset this close to its grid line is on it (the grid is placed exactly, not in steps)
+# An onset this close to a grid line is on it: a session's clock read twice (Link, MIDI clock) does not
+# give the very same beat for the same time, and a line a microsecond away is that line, not the next.
+ON_GRID_S = 0.0005
 CONTEXT_KEPT = 1024  # the last tokens fed, kept for a model switched in to hear (switch_model)
 PRIME_TOKENS = 256  # how many of them a model switched in hears
 MAX_TOKENS_PER_POLL = 512  # a model that never advances time cannot hold the engine
@@ -335,6 +337,9 @@ class Engine:
             if end_s is not None:
                 self.answer_end_s = end_s
 
+    def _on_grid_beats(self) -> float:
+        return ON_GRID_S * (self.timeline.bpm or 0.0) / 60.0
+
     def _grid(self) -> Grid | None:
         """The grid improv's onsets are pulled to, or None: no grid, strength 0, or no tempo known."""
         time_ = self.config.time
@@ -354,7 +359,7 @@ class Engine:
             beat = math.ceil(beat / unit - 1e-9) * unit
         grid = self._grid()
         if grid is not None:
-            beat = grid.pull(beat, grid.line_at_or_after(beat - 1e-9))
+            beat = grid.pull(beat, grid.line_at_or_after(beat - self._on_grid_beats()))
         placed = self.timeline.time_of_beat(beat)
         return max(time_s, placed) if placed is not None else time_s
 
@@ -379,11 +384,15 @@ class Engine:
         now_s = self.decoder.time_s
         now_beat = self.timeline.beat_at(now_s)
         beat = self.timeline.beat_at(now_s + steps * self.step_s)
-        target = self.timeline.time_of_beat(grid.place_after(beat, now_beat)) if beat is not None else None
-        if target is None or now_beat is None:
+        if beat is None or now_beat is None:
             self._advance(steps)  # the tempo was lost in between: free time
             return
-        self.landing = (grid.place_after(beat, now_beat), target)
+        landing = grid.place_after(beat, now_beat + self._on_grid_beats())
+        target = self.timeline.time_of_beat(landing)
+        if target is None:
+            self._advance(steps)
+            return
+        self.landing = (landing, target)
 
     def _landing_s(self) -> float:
         """When generation must go on while a shift waits to land: where it lands on the tempo now, or
@@ -561,7 +570,7 @@ class Engine:
         grid = self._grid()
         if grid is not None and self.state in (State.STARTING, State.REACTING):
             beat = self.timeline.beat_at(self.decoder.time_s)
-            on_grid = self.timeline.time_of_beat(grid.pull(beat, grid.line_at_or_after(beat - 1e-9)))
+            on_grid = self.timeline.time_of_beat(grid.pull(beat, grid.line_at_or_after(beat - self._on_grid_beats())))
             if on_grid is not None and on_grid > self.decoder.time_s + ON_GRID_S:
                 self._move_to(on_grid)  # an answer's first note waits for its grid line; the model hears the wait
                 return

@@ -339,3 +339,30 @@ if __name__ == "__main__":
         print(json.dumps(session()), flush=True)
     else:
         peer(float(sys.argv[2]))
+
+
+def test_the_engine_puts_its_onsets_on_the_link_sessions_eighths(shipped_model):
+    # Link's own session state, in-process (join=False): improv's answer sits on Link's beat.
+    import numpy as np
+
+    from improv.config import Config
+    from improv.engine import Engine
+    from improv.events import Msg
+    from improv.offline import VirtualClock, perform, run_until
+
+    require_aalink()
+    from improv.link import LinkTimeline
+
+    config = Config()
+    config.time.sync, config.time.grid, config.time.start_on = "link", "1/8", "beat"
+    with LinkTimeline(100.0, 4.0, join=False) as timeline:
+        clock = VirtualClock(time.monotonic())
+        engine = Engine(shipped_model, config, clock.now(), np.random.default_rng(1), timeline=timeline)
+        start = clock.now()
+        played = [(start + 0.2 * i + dt, Msg(kind, pitch, velocity)) for i, pitch in enumerate((60, 64, 67, 72))
+                  for dt, kind, velocity in ((0.0, "note_on", 80), (0.1, "note_off", 0))]
+        perform(engine, clock, played)
+        events = run_until(engine, clock, start + 5.0)
+        beats = [timeline.beat_at(e.time_s) for e in events if e.is_on]
+    assert len(beats) > 4
+    assert all(abs(beat * 2 - round(beat * 2)) < 1e-3 for beat in beats), beats
