@@ -36,14 +36,23 @@ def model_logits(model: OnnxModel, tokens: np.ndarray) -> np.ndarray:
     return np.concatenate(chunks)[: len(tokens) - 1]
 
 
+def given(vocab, tokens: np.ndarray) -> np.ndarray:
+    """Which tokens are given, never predicted (STYLE tokens): heard, not scored."""
+    if not vocab.styles:
+        return np.zeros(len(tokens), dtype=bool)
+    return tokens >= vocab.offset("STYLE")
+
+
 def model_scores(model: OnnxModel, tokens: np.ndarray, logits: np.ndarray) -> tuple[float, int, int, int]:
-    """(total bits, tokens predicted, NOTE_ON targets, NOTE_ON targets whose pitch was the top pitch)."""
+    """(total bits, tokens predicted, NOTE_ON targets, NOTE_ON targets whose pitch was the top pitch).
+    A style token is heard but not scored."""
     on, pitches = model.vocab.offset("NOTE_ON"), 128
     targets = tokens[1:]
-    bits = -_log_softmax(logits)[np.arange(len(targets)), targets].sum() / math.log(2)
+    scored = ~given(model.vocab, targets)
+    bits = -_log_softmax(logits)[np.arange(len(targets)), targets][scored].sum() / math.log(2)
     is_note = (targets >= on) & (targets < on + pitches)
     top_pitch = logits[is_note, on : on + pitches].argmax(axis=-1)
-    return bits, len(targets), int(is_note.sum()), int((top_pitch == targets[is_note] - on).sum())
+    return bits, int(scored.sum()), int(is_note.sum()), int((top_pitch == targets[is_note] - on).sum())
 
 
 def evaluate(model: OnnxModel, sequences: list[np.ndarray], markov: MarkovModel | None,
@@ -55,8 +64,8 @@ def evaluate(model: OnnxModel, sequences: list[np.ndarray], markov: MarkovModel 
         tokens = np.asarray(tokens, dtype=np.int64)
         b, n, t, h = model_scores(model, tokens, logits[index] if logits else model_logits(model, tokens))
         bits, predicted, note_targets, note_hits = bits + b, predicted + n, note_targets + t, note_hits + h
-        if markov is not None:
-            markov_bits += markov.bits(tokens)[0]
+        if markov is not None:  # the baseline has no styles: it scores the same tokens without them
+            markov_bits += markov.bits(tokens[~given(model.vocab, tokens)])[0]
     return {
         "files": len(sequences),
         "tokens": predicted,
@@ -79,7 +88,10 @@ def adapted_scores(model: OnnxModel, tokens: np.ndarray, attachment: float, logi
     memory.learn(int(tokens[0]))
     half = (len(tokens) - 1) // 2
     model_bits = adapted_bits = 0.0
+    style = given(model.vocab, tokens)
     for position, target in enumerate(tokens[1:].tolist()):
+        if style[position + 1]:  # heard, not scored or learnt
+            continue
         log_p = _log_softmax(logits[position])
         if position >= half:
             model_bits -= log_p[target] / math.log(2)

@@ -23,21 +23,30 @@ NUM_PITCHES = 128
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Token layout: specials, NOTE_ON[128], NOTE_OFF[128], TIME_SHIFT[n], VELOCITY[bins]."""
+    """Token layout: specials, NOTE_ON[128], NOTE_OFF[128], TIME_SHIFT[n], VELOCITY[bins], then STYLE[styles].
+
+    Style tokens (one per family of the training data, named in `styles`) come last, so a vocabulary
+    with styles keeps every other token's id. A style token is fed right after START and is never
+    generated; a vocabulary without styles has no STYLE group at all (the layout of models before styles).
+    """
 
     time_step_ms: int = 10
     time_shift_steps: int = 100
     velocity_bins: int = 32
     specials: tuple[str, ...] = ("PAD", "START")
+    styles: tuple[str, ...] = ()
     groups: tuple[tuple[str, int, int], ...] = field(init=False)  # (name, offset, size)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "styles", tuple(self.styles))
+        if len(set(self.styles)) != len(self.styles) or any(not s or not isinstance(s, str) for s in self.styles):
+            raise ModelSpecError(f"style names must be distinct, non-empty strings: {list(self.styles)}")
         sizes = [(name, 1) for name in self.specials] + [
             ("NOTE_ON", NUM_PITCHES),
             ("NOTE_OFF", NUM_PITCHES),
             ("TIME_SHIFT", self.time_shift_steps),
             ("VELOCITY", self.velocity_bins),
-        ]
+        ] + ([("STYLE", len(self.styles))] if self.styles else [])
         groups, offset = [], 0
         for name, size in sizes:
             groups.append((name, offset, size))
@@ -79,6 +88,20 @@ class Vocabulary:
     def velocity(self, bin_index: int) -> int:
         return self.offset("VELOCITY") + bin_index
 
+    def style(self, name: str) -> int:
+        """The token of a style by name; one clear error naming the allowed ones otherwise."""
+        if name not in self.styles:
+            allowed = ", ".join(self.styles) if self.styles else "none: this model has no styles"
+            raise ModelSpecError(f"unknown style {name!r}; this model's styles: {allowed}")
+        return self.offset("STYLE") + self.styles.index(name)
+
+    def is_style(self, token: int) -> bool:
+        return bool(self.styles) and self.offset("STYLE") <= token < self.size
+
+    def context_start(self, style: str | None = None) -> list[int]:
+        """The tokens a context begins with: START, then the style's token when one is chosen."""
+        return [self.special("START")] + ([self.style(style)] if style is not None else [])
+
     def decode_token(self, token: int) -> tuple[str, int]:
         """(group, value): pitch for notes, steps (1-based) for shifts, bin for velocity."""
         for name, offset, size in self.groups:
@@ -89,11 +112,15 @@ class Vocabulary:
 
     def name(self, token: int) -> str:
         group, value = self.decode_token(token)
+        if group == "STYLE":
+            return f"STYLE_{self.styles[value]}"
         return group if group in self.specials else f"{group}_{value}"
 
     def token_from_name(self, name: str) -> int:
         if name in self.specials:
             return self.special(name)
+        if name.startswith("STYLE_"):
+            return self.style(name.removeprefix("STYLE_"))
         group, _, value = name.rpartition("_")
         if group == "TIME_SHIFT":
             return self.time_shift(int(value))
@@ -113,16 +140,17 @@ class Vocabulary:
 
     # -- the spec carried in the model file -----------------------------------------------
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": SPEC_VERSION,
-                "time_step_ms": self.time_step_ms,
-                "time_shift_steps": self.time_shift_steps,
-                "velocity_bins": self.velocity_bins,
-                "specials": list(self.specials),
-                "groups": [list(g) for g in self.groups],
-            }
-        )
+        spec = {
+            "version": SPEC_VERSION,
+            "time_step_ms": self.time_step_ms,
+            "time_shift_steps": self.time_shift_steps,
+            "velocity_bins": self.velocity_bins,
+            "specials": list(self.specials),
+            "groups": [list(g) for g in self.groups],
+        }
+        if self.styles:  # a model without styles keeps the spec it always had
+            spec["styles"] = list(self.styles)
+        return json.dumps(spec)
 
     @classmethod
     def from_json(cls, text: str) -> "Vocabulary":
@@ -134,6 +162,7 @@ class Vocabulary:
                 time_shift_steps=int(spec["time_shift_steps"]),
                 velocity_bins=int(spec["velocity_bins"]),
                 specials=tuple(spec["specials"]),
+                styles=tuple(str(name) for name in spec.get("styles", ())),
             )
             version, groups = spec["version"], [tuple(g) for g in spec["groups"]]
         except (ValueError, KeyError, TypeError) as err:
@@ -360,10 +389,12 @@ def notes_to_messages(notes: Iterable[Note]) -> list[tuple[float, "Msg"]]:
     return [(time_s, msg) for time_s, _, msg in timed]
 
 
-def encode_notes(vocab: Vocabulary, notes: Iterable[Note], start_token: bool = True) -> list[int]:
-    """A whole piece to tokens through the same incremental Encoder the daemon uses."""
+def encode_notes(vocab: Vocabulary, notes: Iterable[Note], start_token: bool = True,
+                 style: str | None = None) -> list[int]:
+    """A whole piece to tokens through the same incremental Encoder the daemon uses; with `style`,
+    the style's token follows START."""
     encoder = Encoder(vocab)
-    tokens = [vocab.special("START")] if start_token else []
+    tokens = vocab.context_start(style) if start_token else []
     messages = notes_to_messages(notes)
     for time_s, msg in messages:
         tokens += encoder.feed(time_s, msg)

@@ -32,7 +32,7 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
 class MaskBuilder:
     """Which tokens improv may play next, given its limits and what it is sounding.
 
-    - specials (PAD, START) never;
+    - specials (PAD, START) never, nor STYLE tokens (a style is chosen, never generated);
     - NOTE_ON only within [pitch_low, pitch_high] and while fewer than max_polyphony notes sound;
     - NOTE_OFF only for notes improv itself is sounding (`releasable`: those that have sounded for
       at least a time step, so no note is inaudibly short);
@@ -49,6 +49,8 @@ class MaskBuilder:
         self.base = np.ones(vocab.size, dtype=bool)
         for name in vocab.specials:
             self.base[vocab.special(name)] = False
+        if vocab.styles:
+            self.base[vocab.offset("STYLE") : vocab.offset("STYLE") + len(vocab.styles)] = False
         self.base[self.off : self.off + NUM_PITCHES] = False  # opened per sounding note
         self.onset_only = np.zeros(vocab.size, dtype=bool)
         self.onset_only[self.on : self.on + NUM_PITCHES] = True
