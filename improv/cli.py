@@ -186,8 +186,12 @@ def cmd_models(args) -> int:
         raise ImprovError(f"{folder} holds no .onnx model")
     print(f"models in {folder}: improv run --models {folder} plays program 0 first; a Program Change N from you "
           f"switches to program N (many keyboards number programs from 1: they show N + 1)")
+    from improv.model import model_styles
+
     for program, path in enumerate(files):
-        print(f"  program {program:3d}  {path.name}  ({path.stat().st_size / 1e6:.1f} MB)")
+        styles = model_styles(path)
+        print(f"  program {program:3d}  {path.name}  ({path.stat().st_size / 1e6:.1f} MB)  "
+              + (f"styles: {', '.join(styles)}" if styles else "no styles"))
     return 0
 
 
@@ -333,6 +337,11 @@ def key_flags(parser: argparse.ArgumentParser) -> None:
                                                            "0 changes nothing")
 
 
+def style_flag(parser: argparse.ArgumentParser) -> None:
+    setting_flag(parser, "--style", "model.style", "a style of the model, fed after START (improv models lists "
+                                                   "each model's styles); none: no style", show_default=False)
+
+
 def time_flags(parser: argparse.ArgumentParser) -> None:
     """The tempo, the grid and bars, as improv run and improv generate both take them."""
     setting_flag(parser, "--bpm", "time.bpm", "the tempo improv keeps when it does not follow a clock")
@@ -394,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(generate, "--attachment", "memory.attachment", "how much the continuation follows the seed, "
                                                                 "learned as the player's: 0 the model alone")
     key_flags(generate)
+    style_flag(generate)
     time_flags(generate)
     generate.add_argument("--model", help=model_help)
     generate.add_argument("--config", help=config_help)
@@ -435,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(run, "--attachment", "memory.attachment", "how much improv follows what you played: 0 the model "
                                                            "alone, 1 as much of you as the session memory can give")
     key_flags(run)
+    style_flag(run)
     setting_flag(run, "--sync", "time.sync", "whose tempo improv follows: its own (--bpm), the MIDI clock on its "
                                              "input, or an Ableton Link session")
     setting_flag(run, "--clock-in", "time.clock_input", "with --sync midi-clock: take the clock from this port "

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -50,6 +50,11 @@ def setting(default: Any, *, low: float | str | None = None, high: float | None 
 class ModelSection:
     path: str | None = None  # None: the shipped model (improv.model.default_model_path)
     folder: str | None = None  # models a Program Change picks, in name order from program 0; None: one model
+    # A style of the model (its metadata lists them; improv models shows them), fed after START; None or
+    # "none": no style token. Checked against the model when it loads, not here. Its CC sweeps none and
+    # the model's styles (improv.controls); a change takes effect at the next answer.
+    style: str | None = setting(None, knob_values=("none", "the model's styles"))
+    loaded_styles: ClassVar[tuple[str, ...]] = ()  # the loaded model's styles (set by the engine): the CC's values
 
 
 @dataclass
@@ -118,6 +123,7 @@ class ControlsSection:
     swing: int | None = setting(20, low=0, high=LAST_KNOB_CC)
     reset: int | None = setting(102, low=0, high=LAST_KNOB_CC, action=True)  # a new piece: forget the session
     answer: int | None = setting(103, low=0, high=LAST_KNOB_CC, action=True)  # answer now, without the silence
+    style: int | None = setting(104, low=0, high=LAST_KNOB_CC)  # model.style: none, then each of the model's styles
 
 
 @dataclass

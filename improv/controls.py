@@ -36,6 +36,11 @@ def apply_control(config: Config, control: int, value: int) -> tuple[str, Any] |
             continue
         dotted = knobs()[setting]
         section_name, name = dotted.split(".")
+        if dotted == "model.style":  # none, then the loaded model's styles, over the CC's range
+            choices = (None, *config.model.loaded_styles)
+            new_value = choices[min(value * len(choices) // (CC_VALUE_MAX + 1), len(choices) - 1)]
+            config.model.style = new_value
+            return dotted, new_value
         new_value = knob_value(dotted, value)
         setattr(getattr(config, section_name), name, new_value)
         limits = config.limits  # keep the pitch range non-empty whichever end moved

@@ -113,6 +113,16 @@ class Checkpoint:
     recent: tuple[int, ...]  # the last tokens fed: the session memory's context
 
 
+def chosen_style(config: Config, vocab: Vocabulary) -> str | None:
+    """model.style checked against the model's styles (None or "none": no style token). A name the
+    model does not have is one ModelSpecError naming the ones it has."""
+    style = config.model.style
+    if style in (None, "", "none"):
+        return None
+    vocab.style(style)
+    return style
+
+
 class Pending(NamedTuple):
     event: NoteEvent
     checkpoint: Checkpoint
@@ -150,6 +160,8 @@ class Engine:
         self._key_parsed: Key | str | None = None
         self._penalty_for: tuple | None = None  # (key, strength) the penalty below is for
         self._penalty = np.zeros(self.vocab.size, dtype=np.float32)
+        self.style = chosen_style(config, self.vocab)  # the style the context began with; a bad name stops here
+        config.model.loaded_styles = self.vocab.styles  # what the style CC picks among
         self.reset(now_s)
 
     # -- state ------------------------------------------------------------------------------------
@@ -167,7 +179,8 @@ class Engine:
         # What the memory may learn of the tokens fed since the last commit (the player's, and improv's
         # with memory.learn_own): (position in the stream, token, the model's probability of it or None)
         self.learnable: list[tuple[int, int, float | None]] = []
-        self.logits = self._step(self.vocab.special("START"))
+        self.style = chosen_style(self.config, self.vocab)
+        self.logits = self._feed(self.vocab.context_start(self.style))  # START, then the style's token
         self.pending: deque[Pending] = deque()
         self.sent: dict[int, float] = {}  # improv notes sounding on the output: pitch -> onset time
         self.keys_down: set[int] = set()
@@ -548,6 +561,7 @@ class Engine:
         """Begin generating the answer, speculatively: until its first note is sent, a key from the
         player rolls it back (silence included) to the last thing actually heard."""
         start_s = self._answer_start_s()
+        self._restyle()
         # The model hears the silence before the answer; the memory's context skips it, so the answer
         # is matched against what the player played next after the phrase's last notes, as a
         # continuation of the phrase (the Continuator's way), not after a pause it never heard.
@@ -707,6 +721,7 @@ class Engine:
         if tokens:
             self._feed_heard(tokens)
         self._commit(self._checkpoint())
+        self._restyle()
         # As _start_answer: the pause since the last thing heard, not in the memory's context.
         self._feed_heard(self.encoder.advance_to(now_s), in_context=False)
         self._align_decoder(now_s)
@@ -721,13 +736,26 @@ class Engine:
         if model.vocab.to_json() != self.vocab.to_json():
             raise ValueError("its vocabulary differs from the model playing now")
         out = self.panic(now_s)
-        start = self.vocab.special("START")
-        heard = [token for token in list(self.context)[-PRIME_TOKENS:] if token != start]
         self.model = model
-        model.reset()
-        self.logits = np.array(model.prime([start, *heard])[-1], copy=True)
-        self.committed = self._checkpoint()
+        self._restart_context(self.style)
         return out
+
+    def _restart_context(self, style: str | None) -> None:
+        """The model starts again from START, the style's token and the last PRIME_TOKENS tokens heard."""
+        start = self.vocab.special("START")
+        heard = [token for token in list(self.context)[-PRIME_TOKENS:]
+                 if token != start and not self.vocab.is_style(token)]
+        self.model.reset()
+        self.logits = np.array(self.model.prime([*self.vocab.context_start(style), *heard])[-1], copy=True)
+        self.style = style
+        self.committed = self._checkpoint()
+
+    def _restyle(self) -> None:
+        """A style chosen live (model.style, by its CC) takes effect at the next answer: before it, the
+        model hears its context again after START and the new style's token (as on a model switch)."""
+        style = chosen_style(self.config, self.vocab)
+        if style != self.style:
+            self._restart_context(style)
 
     def stop(self, now_s: float) -> list[NoteEvent]:
         return self.panic(now_s)

@@ -39,6 +39,17 @@ def default_model_path() -> Path:
     return SHIPPED_DIR / SHIPPED_NAMES[0]
 
 
+def model_styles(path: str | os.PathLike) -> tuple[str, ...]:
+    """The styles a model file lists in its vocabulary metadata (none for a model without styles)."""
+    import onnxruntime as ort
+
+    try:
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        return Vocabulary.from_json(meta.custom_metadata_map[VOCAB_KEY]).styles
+    except Exception:  # not an improv model: it has no styles to list (loading it says why)
+        return ()
+
+
 class OnnxModel:
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1):
         import onnxruntime as ort  # the only onnxruntime import: the runtime edge
