@@ -45,6 +45,33 @@ NOTE_COLUMNS = 4  # pitch, onset_s, offset_s, velocity
 EVAL_AUGMENT_SEED = 20261122  # held-out sets are augmented the same way every run
 
 
+# Styles: a family of the training data per piece, learned as a token after START. music21's
+# collections by family; a MIDI folder's pieces by their first subfolder (files at its top level take
+# the folder's own name); MAESTRO is one style. joplin is one file in music21's corpus: one piece is
+# no family to learn or to hold out, so it goes with the classical keyboard music.
+MUSIC21_STYLES = {
+    "bach": "chorale",
+    **{name: "renaissance" for name in ("palestrina", "josquin", "monteverdi", "trecento", "ciconia", "luca",
+                                        "lusitano")},
+    **{name: "classical" for name in ("beethoven", "mozart", "haydn", "handel", "schubert", "chopin", "weber",
+                                      "verdi", "cpebach", "corelli", "joplin", "schumann_clara", "schumann_robert",
+                                      "beach", "johnson_j_r", "liliuokalani")},
+    **{name: "folk" for name in ("essenFolksong", "ryansMammoth", "oneills1850", "airdsAirs", "miscFolk",
+                                 "nottingham-dataset")},
+}
+
+
+def style_of(piece_id: str) -> str:
+    """A piece's style from its id: music21/COLLECTION/... by family, maestro/... is "maestro",
+    FOLDER/SUB/... is SUB (a user's subfolders are their own styles), FOLDER/FILE is FOLDER."""
+    parts = piece_id.split("/")
+    if parts[0] == "music21" and len(parts) > 1:
+        return MUSIC21_STYLES.get(parts[1], parts[1])
+    if parts[0] == "maestro":
+        return "maestro"
+    return parts[1] if len(parts) > 2 else parts[0]
+
+
 def split_of(piece_id: str) -> str:
     """Deterministic split by piece path: the same path lands in the same split on every machine."""
     bucket = int(hashlib.sha1(piece_id.encode()).hexdigest()[:8], 16) % 100
@@ -224,6 +251,15 @@ class Dataset:
     splits: list[str]
     failures: dict[str, str] = field(default_factory=dict)
     keys: list[str] | None = None  # content keys, one a piece (computed from the notes when absent)
+    styles: list[str] | None = None  # one a piece (from the piece ids when absent: style_of)
+
+    def __post_init__(self) -> None:
+        if self.styles is None or len(self.styles) != len(self.piece_ids):
+            self.styles = [style_of(piece_id) for piece_id in self.piece_ids]
+
+    def style_names(self) -> tuple[str, ...]:
+        """The data's styles, sorted: the STYLE tokens of a model trained on it, in this order."""
+        return tuple(sorted(set(self.styles)))
 
     def pieces(self, split: str) -> list[int]:
         return [i for i, s in enumerate(self.splits) if s == split]
@@ -241,7 +277,7 @@ class Dataset:
         tmp_notes.replace(notes_path)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, starts=self.starts, piece_ids=np.array(self.piece_ids), splits=np.array(self.splits),
-                 failures=json.dumps(self.failures), keys=np.array(self.content_keys()),
+                 failures=json.dumps(self.failures), keys=np.array(self.content_keys()), styles=np.array(self.styles),
                  notes_file=notes_path.name, notes_count=len(self.notes))
         tmp.replace(path)
 
@@ -254,8 +290,9 @@ class Dataset:
             ids, splits = [str(p) for p in data["piece_ids"]], [str(s) for s in data["splits"]]
             failures, starts = json.loads(str(data["failures"])), data["starts"]
             keys = [str(k) for k in data["keys"]] if "keys" in data.files else None
+            styles = [str(s) for s in data["styles"]] if "styles" in data.files else None
             if "notes" in data.files:  # the single-file format
-                return cls(data["notes"], starts, ids, splits, failures, keys)
+                return cls(data["notes"], starts, ids, splits, failures, keys, styles)
             notes_path, count = path.with_name(str(data["notes_file"])), int(data["notes_count"])
         try:
             notes = np.load(notes_path, mmap_mode="r")
@@ -267,7 +304,7 @@ class Dataset:
                                 f"{count} it was saved with; build the dataset again with python -m training.data")
         # A plain ndarray over the map: numpy's memmap subclass wraps every result it computes (a few
         # per cent of the window sampler's time); the view reads the same pages.
-        return cls(notes.view(np.ndarray), starts, ids, splits, failures, keys)
+        return cls(notes.view(np.ndarray), starts, ids, splits, failures, keys, styles)
 
     def content_keys(self) -> list[str]:
         if self.keys is None or len(self.keys) != len(self.piece_ids):
@@ -286,7 +323,9 @@ class Dataset:
                 split_apart += split != first_split[key]
             else:
                 first_split[key] = split
-        summary = {"pieces": dict(counts), "notes": notes, "failed_files": len(self.failures), "duplicates": duplicates}
+        summary = {"pieces": dict(counts), "notes": notes, "failed_files": len(self.failures), "duplicates": duplicates,
+                   "styles": {s: {split: sum(1 for st, sp in zip(self.styles, self.splits) if st == s and sp == split)
+                                  for split in SPLITS} for s in self.style_names()}}
         if split_apart:
             summary["duplicates_in_another_split"] = split_apart
         return summary
@@ -441,12 +480,15 @@ class WindowSampler:
     """Random windows of `length + 1` tokens from one split, augmented, as int64 arrays.
 
     A window starts at a random note of a piece chosen in proportion to its length; it begins with
-    START, as a live context does.
+    START, as a live context does, and (when the vocabulary has styles) the piece's style token, so a
+    window cut from the middle of a piece still hears its style. With `style_dropout`, that share of
+    windows has no style token: the model also serves a context without a style.
     """
 
     def __init__(self, dataset: Dataset, split: str, vocab: Vocabulary, length: int,
-                 augment: Augment | None, seed: int):
+                 augment: Augment | None, seed: int, style_dropout: float = 0.0):
         self.dataset, self.vocab, self.length, self.augment = dataset, vocab, length, augment
+        self.style_dropout = style_dropout
         self.pieces = dataset.pieces(split)
         if not self.pieces:
             raise TrainingError(f"the {split} split has no pieces (the data has {len(dataset.piece_ids)} pieces: "
@@ -461,11 +503,14 @@ class WindowSampler:
         notes = self.dataset.piece_notes(piece)
         start = int(self.rng.integers(0, max(1, len(notes) - 8)))
         take = self.notes_per_window
+        style = piece_style(self.dataset, piece, self.vocab)
+        if style is not None and self.style_dropout and self.rng.random() < self.style_dropout:
+            style = None
         while True:
             chunk = notes[start : start + take]
             if self.augment is not None:
                 chunk = self.augment.apply(chunk, self.rng)
-            tokens = encode_notes(self.vocab, to_note_list(chunk))
+            tokens = encode_notes(self.vocab, to_note_list(chunk), style=style)
             if len(tokens) >= self.length + 1 or start + take >= len(notes):
                 break
             take *= 2
@@ -478,19 +523,33 @@ class WindowSampler:
         return np.stack([self.window() for _ in range(size)])
 
 
-def held_out_tokens(dataset: Dataset, split: str, vocab: Vocabulary) -> list[np.ndarray]:
-    """Each held-out piece as one token array, unaugmented: the pieces' own notes."""
-    return [np.array(encode_notes(vocab, to_note_list(dataset.piece_notes(i))), dtype=np.int64)
-            for i in dataset.pieces(split)]
+def piece_style(dataset: Dataset, piece: int, vocab: Vocabulary) -> str | None:
+    """A piece's style when the vocabulary has it (a model with styles), else None (no style token)."""
+    style = dataset.styles[piece]
+    return style if style in vocab.styles else None
 
 
-def augmented_tokens(dataset: Dataset, split: str, vocab: Vocabulary, copies: int, seed: int) -> list[np.ndarray]:
-    """Each piece of a split, augmented as in training (keys, tempo, dynamics, timing)."""
+def held_out_tokens(dataset: Dataset, split: str, vocab: Vocabulary, pieces: list[int] | None = None) -> list[np.ndarray]:
+    """Each held-out piece as one token array, unaugmented: the pieces' own notes (after START and, for a
+    vocabulary with styles, the piece's style token). `pieces` picks some of the split's pieces."""
+    pieces = dataset.pieces(split) if pieces is None else pieces
+    return [np.array(encode_notes(vocab, to_note_list(dataset.piece_notes(i)), style=piece_style(dataset, i, vocab)),
+                     dtype=np.int64) for i in pieces]
+
+
+def augmented_tokens(dataset: Dataset, split: str, vocab: Vocabulary, copies: int, seed: int,
+                     pieces: list[int] | None = None) -> list[np.ndarray]:
+    """Each piece of a split, augmented as in training (keys, tempo, dynamics, timing). `pieces` picks
+    some of the split's pieces; the random draws are the whole split's, so a piece is augmented the
+    same way whichever of them are kept."""
     rng, augment, out = np.random.default_rng(seed), Augment(), []
+    keep = None if pieces is None else set(pieces)
     for _ in range(copies):
         for index in dataset.pieces(split):
             notes = augment.apply(dataset.piece_notes(index), rng)
-            out.append(np.array(encode_notes(vocab, to_note_list(notes)), dtype=np.int64))
+            if keep is None or index in keep:
+                out.append(np.array(encode_notes(vocab, to_note_list(notes), style=piece_style(dataset, index, vocab)),
+                                    dtype=np.int64))
     return out
 
 

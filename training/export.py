@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -234,11 +235,15 @@ def write_card(path: Path, facts: dict, files: dict[str, int]) -> Path:
                      + "; ".join(f"{name} {number(r['model_bits_per_token'], '.3f')} bits/token, next-pitch accuracy "
                                  f"{number(r['next_pitch_accuracy'], '.1%')}" for name, r in int8.items())
                      + ", on the same test pieces.")
+    styles = facts.get("styles") or []
+    style_tokens = f", STYLE {len(styles)}: {', '.join(styles)}" if styles else ""
+    style_text = f"\n{facts['style_text']}\n" if facts.get("style_text") else ""
+    test_text = f"\n{facts['test_text']}\n" if facts.get("test_text") else ""
     text = f"""# {path.name}
 
 A stateful event LSTM for improv: {model['layers']} layers of {model['hidden']}, embedding {model['embed_dim']},
 vocabulary {model['vocab_size']} tokens (NOTE_ON/NOTE_OFF 128 each, TIME_SHIFT 10 ms..1 s, 32 velocity bins,
-PAD, START), {model['parameters']:,} parameters. Exported {facts['exported']} with opset {OPSET}; fused LSTM
+PAD, START{style_tokens}), {model['parameters']:,} parameters. Exported {facts['exported']} with opset {OPSET}; fused LSTM
 nodes; onnxruntime stepping one token at a time matches torch within {facts['agreement_max_abs']:.1e}.
 
 ## Data
@@ -246,7 +251,7 @@ nodes; onnxruntime stepping one token at a time matches torch within {facts['agr
 {duplicates_note(data)}.
 {split_text}
 {training['augment_text']}
-
+{style_text}
 ## Training
 {last['step']} steps of {training['batch_size']} windows × {training['seq_len']} tokens,
 {last['elapsed_s'] / 60:.1f} minutes on {training['machine']}, AdamW, cosine learning rate.
@@ -262,7 +267,7 @@ pairs seen once pruned above order 1) in the manner of Pachet's Continuator, tra
 training pieces. "player-like" is the test pieces augmented once with a fixed seed; "as scored" is
 them as written (flat velocity, quantised time). Next-pitch accuracy: where the next token is a
 NOTE_ON, how often its pitch is the model's most probable NOTE_ON.
-
+{test_text}
 {held_out_table}
 
 {int8_text}
@@ -321,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reproduce", help="the command that made this model, for the card (default: the four steps)")
     parser.add_argument("--test-pieces", type=int, default=None, help="cap the held-out pieces (quick runs)")
     parser.add_argument("--training-note", default="", help="a line on how the run went, for the card")
+    parser.add_argument("--test-collections", nargs="*", default=None, metavar="NAME",
+                        help="score only the test pieces of these music21 collections (e.g. the previous model's, "
+                             "so the figures are on the same pieces), in the dataset's order")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -346,21 +354,45 @@ def main(argv: list[str] | None = None) -> int:
                      "config_file": args.config_file, "checkpoint": args.checkpoint, "note": args.training_note},
         "reproduce": args.reproduce or reproduce_commands(args, out, dataset.piece_ids),
         "license": license_text(dataset.piece_ids),
+        "styles": list(vocab.styles),
     }
+    if vocab.styles:
+        counts = dataset.summary()["styles"]
+        facts["style_text"] = (
+            "Styles: a STYLE token after START names the piece's family (" + "; ".join(
+                f"{name}: {counts[name]['train']} training pieces" for name in vocab.styles) + "). Every training "
+            f"window begins with START and its piece's style token ({train_config.get('style_dropout', 0):.0%} of "
+            "windows without one, so the model also runs with no style chosen); a style token is heard, never "
+            "a target and never generated.")
+    plain = dataclasses.replace(vocab, styles=())  # the same tokens without a style token
     export_onnx(model, out, {VOCAB_KEY: vocab.to_json()})
     facts["agreement_max_abs"] = check_agreement(model, out, vocab)
     print(f"exported {out}; onnxruntime agrees with torch within {facts['agreement_max_abs']:.1e}")
 
-    train_tokens = held_out_tokens(dataset, "train", vocab)
-    train_tokens += augmented_tokens(dataset, "train", vocab, args.markov_copies, seed=1)
+    # The baseline has no styles: it is trained and scored on the tokens without a style token.
+    train_tokens = held_out_tokens(dataset, "train", plain)
+    train_tokens += augmented_tokens(dataset, "train", plain, args.markov_copies, seed=1)
     markov = MarkovModel.train(train_tokens, vocab.size, max_order=args.markov_order)
     markov.save(markov_path_for(out))
     facts["markov"] = {"max_order": args.markov_order, "training_tokens": int(sum(len(t) for t in train_tokens))}
 
     test_sets = {}
-    if dataset.pieces("test"):
-        test_sets = {"player-like": augmented_tokens(dataset, "test", vocab, 1, EVAL_AUGMENT_SEED)[: args.test_pieces],
-                     "as scored": held_out_tokens(dataset, "test", vocab)[: args.test_pieces]}
+    test_pieces = dataset.pieces("test")
+    if args.test_collections is not None:
+        test_pieces = [i for i in test_pieces if dataset.piece_ids[i].split("/")[:2] in
+                       [["music21", name] for name in args.test_collections]]
+        facts["test_text"] = (f"The test pieces are the {len(test_pieces)} of {' '.join(args.test_collections)} "
+                              "(the previous shipped model's test pieces, chosen by the same path hash; the test "
+                              "pieces of the other collections are left out), augmented with the same draws.")
+    test_pieces = test_pieces[: args.test_pieces]
+    if test_pieces:
+        test_sets = {"player-like": augmented_tokens(dataset, "test", vocab, 1, EVAL_AUGMENT_SEED, test_pieces),
+                     "as scored": held_out_tokens(dataset, "test", vocab, test_pieces)}
+        if vocab.styles:
+            test_sets["player-like, no style token"] = augmented_tokens(dataset, "test", plain, 1, EVAL_AUGMENT_SEED,
+                                                                        test_pieces)
+            facts["test_text"] = (facts.get("test_text", "") + " Each piece is scored after START and its style's "
+                                  "token (the token is heard, not scored), except in the row without a style token.")
     else:
         facts["no_test"] = (f"No test pieces: the data had {len(dataset.piece_ids)} pieces and the split (about 1 "
                             "piece in 20 goes to test) gave none to test, so the held-out table is left out; "
@@ -368,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         print(facts["no_test"])
     runtime = OnnxModel(out)
     facts["held_out"] = {name: evaluate(runtime, tokens, markov) for name, tokens in test_sets.items()}
-    facts["adapted"] = {name: evaluate_adapted(runtime, tokens, BALANCED_ATTACHMENT) for name, tokens in test_sets.items()}
+    facts["adapted"] = {name: evaluate_adapted(runtime, tokens, BALANCED_ATTACHMENT) for name, tokens in test_sets.items()
+                        if name in ("player-like", "as scored")}
     comparison = Path(args.checkpoint).with_name("comparison.json")
     if comparison.exists():  # written by training.compare on the same validation tokens
         facts["comparison"] = {**json.loads(comparison.read_text()),

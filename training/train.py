@@ -85,6 +85,9 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)  # Augment fields; `augment: null` turns it off
     threads: int = 2
     validation_pieces: int | None = None  # cap for a quick run
+    styles: bool = False  # a STYLE token per style of the data (training.data.style_of), after START in each window
+    style_dropout: float = 0.1  # with styles: this share of windows has none, so the model also runs without one
+    init_from: str | None = None  # warm start: a float .onnx exported by training.export (training/warmstart.py)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -166,8 +169,11 @@ def class_weight_vector(vocab: Vocabulary, weights: dict | None) -> torch.Tensor
 
 
 @torch.no_grad()
-def held_out_bits(model: EventLSTM, pieces: list[np.ndarray], pad: int, chunk: int = 2048) -> tuple[float, int]:
-    """Bits per token over whole pieces, state carried from START to the end as the daemon does (in float32)."""
+def held_out_bits(model: EventLSTM, pieces: list[np.ndarray], pad: int, chunk: int = 2048,
+                  given_from: int | None = None) -> tuple[float, int]:
+    """Bits per token over whole pieces, state carried from START to the end as the daemon does (in float32).
+
+    Tokens from `given_from` up (STYLE tokens) are heard but not scored: they are given, never predicted."""
     model.eval()
     device = model.head.weight.device
     total_nats, total_tokens = 0.0, 0
@@ -176,6 +182,8 @@ def held_out_bits(model: EventLSTM, pieces: list[np.ndarray], pad: int, chunk: i
         x = torch.from_numpy(tokens).unsqueeze(0).to(device)
         for start in range(0, x.shape[1] - 1, chunk):
             inputs, targets = x[:, start : start + chunk], x[:, start + 1 : start + chunk + 1]
+            if given_from is not None:
+                targets = targets.masked_fill(targets >= given_from, pad)
             logits, h, c = model(inputs[:, : targets.shape[1]], h, c)
             total_nats += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                       ignore_index=pad, reduction="sum").item()
@@ -359,19 +367,28 @@ def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dty
     out_dir = Path(config.out_dir)
     if processes.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = Vocabulary()
     if not Path(config.data).is_file():
         raise TrainingError(f"no dataset at {config.data} (the config's `data`): make one with "
                             "python -m training.data, or let python -m training.pipeline do all the steps")
     dataset = Dataset.load(Path(config.data))
+    vocab = Vocabulary(styles=dataset.style_names()) if config.styles else Vocabulary()
     model_config = ModelConfig(vocab_size=vocab.size, **config.model)
     model = EventLSTM(model_config).to(run_device)
+    if config.init_from and not (resume and (out_dir / "last.pt").exists()):
+        from training.warmstart import check, load_onnx_into
+
+        model.cpu()
+        load_onnx_into(model, config.init_from, seed=config.seed)
+        log(f"warm start from {config.init_from}: torch reproduces its logits within "
+            f"{check(model, config.init_from):.1e}; vocabulary {vocab.size} tokens, styles {list(vocab.styles)}")
+        model.to(run_device)
     if processes.rank:
         torch.manual_seed(config.seed + processes.rank)  # its own dropout masks
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     augment = Augment(**config.augment) if config.augment is not None else None
     # Each process draws its own windows; rank 0 draws exactly what a lone run would.
-    sampler = WindowSampler(dataset, "train", vocab, config.seq_len, augment, config.seed + processes.rank)
+    sampler = WindowSampler(dataset, "train", vocab, config.seq_len, augment, config.seed + processes.rank,
+                            style_dropout=config.style_dropout if vocab.styles else 0.0)
     # Player-like validation (rank 0): the held-out pieces augmented once, identically every epoch and run.
     validation = (augmented_tokens(dataset, "validation", vocab, 1, EVAL_AUGMENT_SEED)[: config.validation_pieces]
                   if processes.main else [])
@@ -437,6 +454,8 @@ def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dty
         for _ in range(steps_per_epoch):
             windows = torch.from_numpy(sampler.batch(batch_size)).to(run_device)  # (B, T + 1)
             inputs, targets = windows[:, :-1], windows[:, 1:]
+            if vocab.styles:  # a style token is given, never predicted: not a target
+                targets = targets.masked_fill(targets >= vocab.offset("STYLE"), pad)
             h0, c0 = model.initial_state(batch_size)
             with autocast():
                 logits, _, _ = net(inputs, h0, c0)  # (B, T, V)
@@ -475,7 +494,8 @@ def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dty
         state["epoch"] += 1
         stopping = False
         if processes.main:
-            val_bits, val_tokens = held_out_bits(model, validation, pad) if validation else (None, 0)
+            val_bits, val_tokens = held_out_bits(
+                model, validation, pad, given_from=vocab.offset("STYLE") if vocab.styles else None) if validation else (None, 0)
             net.train()
             stopping = _end_epoch(config, state, model, model_config, optimizer, scaler, sampler, dataset, vocab,
                                   out_dir, writer, log, running, val_bits, val_tokens, tokens_per_s, started,
