@@ -563,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="dataset file (default CACHE/dataset.npz)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 2),
                         help="parsing processes (default: the CPUs, at most 8)")
+    parser.add_argument("--test-by-path", nargs="*", default=[], metavar="NAME",
+                        help="these music21 collections' test pieces by the path hash alone (the split of models "
+                             "made before splits went by content) stay test pieces, every copy of them with them")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -574,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
         jobs += maestro_jobs
     if not jobs:
         parser.error("no files: name --music21 collections, --midi folders or --maestro")
+    if args.test_by_path:
+        overrides = {**overrides, **{piece_id: "test" for piece_id, _, _ in music21_paths(args.test_by_path)
+                                     if split_of(piece_id) == "test"}}
     started = time.monotonic()
     dataset = build_dataset(jobs, args.cache, overrides, args.workers)
     elapsed = time.monotonic() - started

@@ -326,9 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reproduce", help="the command that made this model, for the card (default: the four steps)")
     parser.add_argument("--test-pieces", type=int, default=None, help="cap the held-out pieces (quick runs)")
     parser.add_argument("--training-note", default="", help="a line on how the run went, for the card")
-    parser.add_argument("--test-collections", nargs="*", default=None, metavar="NAME",
-                        help="score only the test pieces of these music21 collections (e.g. the previous model's, "
-                             "so the figures are on the same pieces), in the dataset's order")
+    parser.add_argument("--test-by-path", nargs="*", default=None, metavar="NAME",
+                        help="score the test pieces of these music21 collections by the path hash alone, as "
+                             "training.heldout picks them (the pieces, order and augmentation of the cards of models "
+                             "made before splits went by content), instead of the dataset's test split")
+    parser.add_argument("--cache", default=".cache/data", help="with --test-by-path: the parsed pieces' cache")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -377,19 +379,26 @@ def main(argv: list[str] | None = None) -> int:
     facts["markov"] = {"max_order": args.markov_order, "training_tokens": int(sum(len(t) for t in train_tokens))}
 
     test_sets = {}
-    test_pieces = dataset.pieces("test")
-    if args.test_collections is not None:
-        test_pieces = [i for i in test_pieces if dataset.piece_ids[i].split("/")[:2] in
-                       [["music21", name] for name in args.test_collections]]
-        facts["test_text"] = (f"The test pieces are the {len(test_pieces)} of {' '.join(args.test_collections)} "
-                              "(the previous shipped model's test pieces, chosen by the same path hash; the test "
-                              "pieces of the other collections are left out), augmented with the same draws.")
-    test_pieces = test_pieces[: args.test_pieces]
+    test_data = dataset
+    if args.test_by_path is not None:
+        from training.heldout import held_out_dataset
+
+        test_data = held_out_dataset(args.test_by_path, "test", args.cache)
+        in_training = set(dataset.piece_ids[i] for i in dataset.pieces("train"))
+        leaked = [pid for pid in test_data.piece_ids if pid in in_training]
+        if leaked:
+            raise TrainingError(f"{len(leaked)} of the test pieces by path are training pieces of {args.data} "
+                                f"(e.g. {leaked[0]}); build the dataset with --test-by-path")
+        facts["test_text"] = (f"The test pieces are the {len(test_data.piece_ids)} of {' '.join(args.test_by_path)} "
+                              "that the path hash alone holds out (`python -m training.heldout`: the previous "
+                              "shipped model's test pieces, in the same order and augmented with the same draws); "
+                              "the dataset kept them, and every copy of them, out of training.")
+    test_pieces = test_data.pieces("test")[: args.test_pieces]
     if test_pieces:
-        test_sets = {"player-like": augmented_tokens(dataset, "test", vocab, 1, EVAL_AUGMENT_SEED, test_pieces),
-                     "as scored": held_out_tokens(dataset, "test", vocab, test_pieces)}
+        test_sets = {"player-like": augmented_tokens(test_data, "test", vocab, 1, EVAL_AUGMENT_SEED, test_pieces),
+                     "as scored": held_out_tokens(test_data, "test", vocab, test_pieces)}
         if vocab.styles:
-            test_sets["player-like, no style token"] = augmented_tokens(dataset, "test", plain, 1, EVAL_AUGMENT_SEED,
+            test_sets["player-like, no style token"] = augmented_tokens(test_data, "test", plain, 1, EVAL_AUGMENT_SEED,
                                                                         test_pieces)
             facts["test_text"] = (facts.get("test_text", "") + " Each piece is scored after START and its style's "
                                   "token (the token is heard, not scored), except in the row without a style token.")
