@@ -91,8 +91,9 @@ class Vocabulary:
     def style(self, name: str) -> int:
         """The token of a style by name; one clear error naming the allowed ones otherwise."""
         if name not in self.styles:
-            allowed = ", ".join(self.styles) if self.styles else "none: this model has no styles"
-            raise ModelSpecError(f"unknown style {name!r}; this model's styles: {allowed}")
+            if not self.styles:
+                raise ModelSpecError(f"unknown style {name!r}: this model has no styles (leave model.style unset)")
+            raise ModelSpecError(f"unknown style {name!r}; this model's styles: {', '.join(self.styles)}")
         return self.offset("STYLE") + self.styles.index(name)
 
     def is_style(self, token: int) -> bool:

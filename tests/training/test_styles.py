@@ -38,7 +38,7 @@ def test_a_bad_style_name_is_one_error_naming_the_allowed_ones():
     with pytest.raises(ModelSpecError, match=r"unknown style 'jazz'; this model's styles: chorale, classical, folk, "
                                              r"renaissance"):
         Vocabulary(styles=STYLES).style("jazz")
-    with pytest.raises(ModelSpecError, match=r"unknown style 'folk'; this model's styles: none"):
+    with pytest.raises(ModelSpecError, match=r"unknown style 'folk': this model has no styles"):
         Vocabulary().style("folk")
 
 
