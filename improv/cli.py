@@ -53,7 +53,11 @@ def cmd_generate(args) -> int:
     continuation = continue_performance(model, config, seed, args.seconds, rng)
     player = [NoteEvent(t, m.note, m.velocity if m.type == "note_on" else 0) for t, m in seed
               if m.type in ("note_on", "note_off") and m.channel != DRUM_CHANNEL]
-    write_tracks(args.out, [("player", player), ("improv", continuation)])
+    # In time, the file carries the tempo and meter, its bars counted from the seed's first note as improv counted them.
+    in_time = config.time.in_time()
+    downbeat_s = min((e.time_s for e in player if e.is_on), default=0.0)
+    write_tracks(args.out, [("player", player), ("improv", continuation)], bpm=config.time.bpm if in_time else None,
+                 meter=config.time.meter if in_time else None, downbeat_s=downbeat_s)
     stats = note_stats(continuation)
     print(f"wrote {args.out}: seed {sum(e.is_on for e in player)} notes (median pitch "
           f"{note_stats(player).get('median_pitch')}), continuation {stats['notes']} notes")

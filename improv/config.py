@@ -167,6 +167,10 @@ class TimeSection:
     response_bars: int | None = setting(None, low=1, high=256)  # with a tempo: answers last this many whole bars
     start_on: str = setting("free", choices=START_ON)  # with a tempo: an answer starts on the next beat or bar
 
+    def in_time(self) -> bool:
+        """improv plays to a tempo: the session's (clock, Link), or its own with a grid or bars."""
+        return self.sync != "internal" or self.grid != "off" or self.start_on != "free" or self.response_bars is not None
+
 
 @dataclass
 class RecordingSection:

@@ -18,6 +18,7 @@ import time
 from collections import Counter, deque
 from typing import Callable
 
+from improv.clock import ClockFollower, bar_beats, parse_meter
 from improv.config import Config
 from improv.controls import action_for, apply_control
 from improv.engine import Engine
@@ -50,6 +51,14 @@ PLAYED_TYPES = frozenset({"note_on", "note_off", "control_change", "pitchwheel",
                           "program_change"})
 IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", "continue", "songpos",
                            "song_select", "tune_request", "quarter_frame", "reset"})
+CLOCK_PULSE, SONG_POSITION, START, CONTINUE, STOP = 0xF8, 0xF2, 0xFA, 0xFB, 0xFC
+# Why a clock pulse was left out (improv.clock.ClockFollower.ignored), said once in the log.
+IGNORED_PULSES = {
+    "stopped": "MIDI clock with no Start: improv keeps its own time until the clock source starts (press play)",
+    "early": "MIDI clock pulses closer together than the tempo allows (a second clock source on improv's input, or "
+             "a burst): ignored, improv follows the clock it locked on",
+    "late": "MIDI clock pulses late (the clock source stalled): counted for the position, not for the tempo",
+}
 
 
 def model_files(folder) -> list:
@@ -118,17 +127,24 @@ class Daemon:
         self.backlog = Backlog()
         self.counts: Counter = Counter()  # malformed, ignored, engine_errors
         self.start_s = clock()
-        self.engine = Engine(model, config, self.start_s, memory=memory,
+        self.follower, self.link = None, None  # the session's clock: MIDI clock or Link (time.sync)
+        timeline = self._timeline(config)
+        self.engine = Engine(model, config, self.start_s, memory=memory, timeline=timeline,
                              emit=lambda event: self._send([event], self.clock()))  # a due note leaves at once
+        self.pulses_logged: set[str] = set()
         midi = config.midi
         # The recording folder is checked before any port opens: a bad one stops the start cleanly.
         self.recorder = (SessionRecorder(config.recording.folder, config.recording.flush_s, self.start_s,
                                          midi.output_channel - 1) if config.recording.enabled else None)
+        if self.recorder is not None:
+            self.recorder.meter(*parse_meter(config.time.meter))
         self.output = midi_system.open_output(midi.client_name, midi.output, clock)
         try:
-            self.input = midi_system.open_input(midi.client_name, midi.input, self.queue.put, clock)
+            self.input = midi_system.open_input(midi.client_name, self._input_ports(), self.queue.put, clock)
         except BaseException:
             self.output.close()
+            if self.link is not None:
+                self.link.close()
             raise
         self.echoes = EchoFilter(midi.feedback_guard_ms / 1000)
         self.guard = OutputGuard(self.output, midi.output_channel - 1, self.echoes, clock)
@@ -138,6 +154,27 @@ class Daemon:
         self._stopping = threading.Event()
         self._next_port_check = 0.0
         self._inject_fault = os.environ.get(FAULT_ENV) == "engine"
+
+    def _timeline(self, config: Config):
+        """The session's clock the engine follows: None for improv's own tempo (the engine keeps it)."""
+        if config.time.sync == "midi-clock":
+            self.follower = ClockFollower()
+            return self.follower
+        if config.time.sync == "link":
+            from improv.link import LinkTimeline
+
+            self.link = LinkTimeline(config.time.bpm, bar_beats(config.time.meter), clock=self.clock)
+            return self.link
+        return None
+
+    def _input_ports(self) -> list[str] | str | None:
+        """midi.input, and with MIDI clock the port it comes from (time.clock_input), if another."""
+        ports = self.config.midi.input
+        clock_input = self.config.time.clock_input
+        if self.follower is None or clock_input is None:
+            return ports
+        ports = [] if ports is None else [ports] if isinstance(ports, str) else list(ports)
+        return ports + [clock_input] if clock_input not in ports else ports
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Daemon":
@@ -200,9 +237,11 @@ class Daemon:
                 if item is not None:
                     self.backlog.push(item)
                 try:
+                    self._follow_clock()
                     while self._drain_queue() and (raw := self.backlog.pop()) is not None:
                         self._handle(raw)
                     now = self.clock()
+                    self._record_tempo(now)
                     self._send(self.engine.poll(now + handover + ahead), now)
                     self._send_held(now + handover)
                     if now >= self._next_port_check:
@@ -215,6 +254,45 @@ class Daemon:
                     self.engine.reset(self.clock())
         finally:
             self._shutdown()
+
+    def _follow_clock(self) -> None:
+        """MIDI clock and transport from the input, in the order they came, each at its exact time
+        (the native JACK client keeps them apart from the other messages, so none waits behind them)."""
+        if self.follower is None or self.input is None:
+            return
+        follower = self.follower
+        for time_s, data in self.input.clock_events():
+            status = data[0]
+            if status == CLOCK_PULSE:
+                follower.pulse(time_s)
+            elif status == START:
+                log.info("clock: Start; improv plays from the top of the song")
+                follower.start(time_s)
+            elif status == CONTINUE:
+                log.info("clock: Continue")
+                follower.proceed(time_s)
+            elif status == STOP:
+                log.info("clock: Stop; improv's notes released, nothing is played until Start or Continue")
+                follower.stop(time_s)
+                now = self.clock()
+                self._send(self.engine.panic(now), now)  # improv's own notes: the player's play on
+                self.held.clear()
+            elif status == SONG_POSITION and len(data) == 3:
+                follower.song_position(data[1] | data[2] << 7)
+        for reason, count in follower.ignored.items():
+            if count and reason not in self.pulses_logged:
+                self.pulses_logged.add(reason)
+                log.warning("%s", IGNORED_PULSES[reason])
+
+    def _record_tempo(self, now: float) -> None:
+        """The recording carries the session's tempo where improv plays in time, so a DAW imports it
+        in time (in free time it has none, as a take played without a click)."""
+        if self.recorder is None or not self.config.time.in_time():
+            return
+        timeline = self.engine.timeline
+        bpm, beat = timeline.bpm, timeline.beat_at(now)
+        if bpm is not None and beat is not None:
+            self.recorder.tempo(now, bpm, beat)
 
     def _drain_queue(self) -> bool:
         """Move what the callback queued into the bounded backlog; False once asked to stop."""
@@ -293,6 +371,8 @@ class Daemon:
         if changed is None:
             return False
         log.info("CC %d = %d: %s -> %s", control, value, *changed)
+        if changed[0] == "time.bpm" and self.link is not None:
+            self.link.set_bpm(changed[1])  # proposed to the Link session: a peer may propose another
         if (self.config.engine.enabled, self.config.engine.mode) != before:
             self._send(self.engine.panic(now), now)
         return True
@@ -397,11 +477,13 @@ class Daemon:
             self.recorder.close()
             log.info("session recorded to %s", self.recorder.path)
             self._save_memory(memory_path_for(self.recorder.path))
+        elif self.engine.memory.contexts:
+            log.info("not recording: the session memory is not saved (it is kept beside a recording)")
         # Every note is released and the take is saved: should closing a MIDI client ever hang,
         # exit (with the threads' stacks on stderr) rather than never.
         faulthandler.dump_traceback_later(CLOSE_TIMEOUT_S, exit=True)
         try:
-            for port in (self.input, self.output):
+            for port in (self.input, self.output, self.link):
                 if port is not None:
                     port.close()
         finally:
@@ -416,6 +498,18 @@ class Daemon:
             log.error("cannot save the session memory to %s: %s", path, err)
 
     # -- status -----------------------------------------------------------------------------------
+    def _tempo_status(self) -> str:
+        """The tempo improv keeps, and whose it is; or what it waits for."""
+        sync = self.config.time.sync
+        timeline = self.engine.timeline
+        if sync == "internal":
+            return f"{timeline.bpm:.1f} bpm | " if self.config.time.in_time() else ""
+        peers = f" ({self.link.peers} peers)" if self.link is not None else ""
+        if not timeline.playing:
+            return f"{sync}{peers} stopped | "
+        return (f"{timeline.bpm:.1f} bpm {sync}{peers} | " if timeline.bpm is not None
+                else f"{sync}: no tempo yet | ")
+
     def status_line(self) -> str:
         steps = sorted(list(self.engine.step_ns)[-512:])
         step = (f"step p50 {steps[len(steps) // 2] / 1e6:.2f} ms p99 {steps[int(len(steps) * 0.99)] / 1e6:.2f} ms"
@@ -427,5 +521,5 @@ class Daemon:
         key = f"key {key} | " if key is not None else ""
         if self.model_files:
             key = f"model {getattr(getattr(self.model, 'path', None), 'stem', '?')} | " + key
-        return (f"improv {state} | {self.config.engine.mode} | {key}in {self.engine.notes_in} "
+        return (f"improv {state} | {self.config.engine.mode} | {self._tempo_status()}{key}in {self.engine.notes_in} "
                 f"out {self.engine.notes_out} | {step}{extra}")

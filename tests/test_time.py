@@ -179,3 +179,27 @@ def test_with_follow_player_improv_takes_the_tempo_of_the_players_notes(shipped_
     eighth_s = 60 / engine.timeline.bpm / 2
     assert len(onsets) > 8
     assert all(((t - 1.0) / eighth_s) == pytest.approx(round((t - 1.0) / eighth_s), abs=1e-6) for t in onsets)
+
+
+def test_generate_at_a_bpm_on_a_grid_writes_a_file_a_daw_imports_in_time(tmp_path):
+    import subprocess
+    import sys
+
+    import mido
+
+    out = tmp_path / "in-time.mid"
+    result = subprocess.run([sys.executable, "-m", "improv.cli", "generate", "--seed", str(CHORALE), "--out", str(out),
+                             "--seconds", "6", "--random-seed", "3", "--bpm", "100", "--grid", "1/8", "--meter", "3/4"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    take = mido.MidiFile(out)
+    metas = {m.type: m for track in take.tracks for m in track if m.is_meta}
+    assert mido.tempo2bpm(metas["set_tempo"].tempo) == pytest.approx(100)
+    assert (metas["time_signature"].numerator, metas["time_signature"].denominator) == (3, 4)
+    ticks, onsets = 0, []
+    for message in take.tracks[1]:  # improv's track: its onsets on the file's eighths
+        ticks += message.time
+        if message.type == "note_on" and message.velocity > 0:
+            onsets.append(ticks / take.ticks_per_beat)
+    assert len(onsets) > 10
+    assert all(abs(beat * 2 - round(beat * 2)) < 0.01 for beat in onsets), onsets
