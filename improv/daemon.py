@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from typing import Callable
 
-from improv.clock import ClockFollower, bar_beats, parse_meter
+from improv.clock import FIT_PULSES, ClockFollower, bar_beats, parse_meter
 from improv.config import Config
 from improv.controls import action_for, apply_control
 from improv.engine import Engine
@@ -51,10 +51,16 @@ PLAYED_TYPES = frozenset({"note_on", "note_off", "control_change", "pitchwheel",
                           "program_change"})
 IGNORED_TYPES = frozenset({"clock", "active_sensing", "sysex", "start", "stop", "continue", "songpos",
                            "song_select", "tune_request", "quarter_frame", "reset"})
-CLOCK_PULSE, SONG_POSITION, START, CONTINUE, STOP = 0xF8, 0xF2, 0xFA, 0xFB, 0xFC
+TRANSPORT_TYPES = frozenset({"start", "stop", "continue", "songpos"})
+# Clock pulses come apart from the other messages (ports' clock_pulses) and are fed to the clock
+# follower this long after their time, so a Start, Stop or Continue sent just before them, which the
+# input's reader thread queues, is heard before them.
+PULSE_SETTLE_S = 0.05
+TEMPO_LOG_BPM = 1.0  # the clock's tempo is logged when first known after a Start, and on a change of this much
 # Why a clock pulse was left out (improv.clock.ClockFollower.ignored), said once in the log.
 IGNORED_PULSES = {
-    "stopped": "MIDI clock with no Start: improv keeps its own time until the clock source starts (press play)",
+    "stopped": "MIDI clock with the transport stopped (no Start yet, or after a Stop): its pulses are ignored until "
+               "Start or Continue (press play on the clock source); until a first Start improv plays in its own time",
     "early": "MIDI clock pulses closer together than the tempo allows (a second clock source on improv's input, or "
              "a burst): ignored, improv follows the clock it locked on",
     "late": "MIDI clock pulses late (the clock source stalled): counted for the position, not for the tempo",
@@ -131,7 +137,9 @@ class Daemon:
         timeline = self._timeline(config)
         self.engine = Engine(model, config, self.start_s, memory=memory, timeline=timeline,
                              emit=lambda event: self._send([event], self.clock()))  # a due note leaves at once
+        self.pulses: deque[float] = deque()  # clock pulses read, not yet fed (PULSE_SETTLE_S)
         self.pulses_logged: set[str] = set()
+        self.bpm_logged: float | None = None
         midi = config.midi
         # The recording folder is checked before any port opens: a bad one stops the start cleanly.
         self.recorder = (SessionRecorder(config.recording.folder, config.recording.flush_s, self.start_s,
@@ -237,7 +245,7 @@ class Daemon:
                 if item is not None:
                     self.backlog.push(item)
                 try:
-                    self._follow_clock()
+                    self._follow_clock(self.clock() - PULSE_SETTLE_S)
                     while self._drain_queue() and (raw := self.backlog.pop()) is not None:
                         self._handle(raw)
                     now = self.clock()
@@ -255,34 +263,43 @@ class Daemon:
         finally:
             self._shutdown()
 
-    def _follow_clock(self) -> None:
-        """MIDI clock and transport from the input, in the order they came, each at its exact time
-        (the native JACK client keeps them apart from the other messages, so none waits behind them)."""
-        if self.follower is None or self.input is None:
+    def _follow_clock(self, settled_s: float) -> None:
+        """Feed the clock follower the pulses up to `settled_s` (earlier ones first: see PULSE_SETTLE_S)."""
+        if self.follower is None:
             return
+        if self.input is not None:
+            self.pulses.extend(self.input.clock_pulses())
         follower = self.follower
-        for time_s, data in self.input.clock_events():
-            status = data[0]
-            if status == CLOCK_PULSE:
-                follower.pulse(time_s)
-            elif status == START:
-                log.info("clock: Start; improv plays from the top of the song")
-                follower.start(time_s)
-            elif status == CONTINUE:
-                log.info("clock: Continue")
-                follower.proceed(time_s)
-            elif status == STOP:
-                log.info("clock: Stop; improv's notes released, nothing is played until Start or Continue")
-                follower.stop(time_s)
-                now = self.clock()
-                self._send(self.engine.panic(now), now)  # improv's own notes: the player's play on
-                self.held.clear()
-            elif status == SONG_POSITION and len(data) == 3:
-                follower.song_position(data[1] | data[2] << 7)
-        for reason, count in follower.ignored.items():
+        while self.pulses and self.pulses[0] < settled_s:
+            follower.pulse(self.pulses.popleft())
+        bpm = follower.bpm if follower.running and len(follower.fit) == FIT_PULSES else None
+        if bpm is not None and (self.bpm_logged is None or abs(bpm - self.bpm_logged) >= TEMPO_LOG_BPM):
+            self.bpm_logged = bpm
+            log.info("clock: %.2f BPM", bpm)
+        for reason, count in self.follower.ignored.items():
             if count and reason not in self.pulses_logged:
                 self.pulses_logged.add(reason)
                 log.warning("%s", IGNORED_PULSES[reason])
+
+    def _transport(self, time_s: float, msg) -> None:
+        """Start, Stop, Continue and Song Position from the clock source, after the pulses before them."""
+        self._follow_clock(time_s)
+        follower = self.follower
+        self.bpm_logged = None  # the tempo is said again once a beat of pulses is heard
+        if msg.type == "start":
+            log.info("clock: Start; improv counts from the top of the song")
+            follower.start(time_s)
+        elif msg.type == "continue":
+            log.info("clock: Continue")
+            follower.proceed(time_s)
+        elif msg.type == "stop":
+            log.info("clock: Stop; improv's notes released, nothing is played until Start or Continue")
+            follower.stop(time_s)
+            now = self.clock()
+            self._send(self.engine.panic(now), now)  # improv's own notes: the player's play on
+            self.held.clear()
+        elif msg.type == "songpos":
+            follower.song_position(msg.pos)
 
     def _record_tempo(self, now: float) -> None:
         """The recording carries the session's tempo where improv plays in time, so a DAW imports it
@@ -312,6 +329,9 @@ class Daemon:
         except (ValueError, TypeError) as err:
             self.counts["malformed"] += 1
             log.debug("ignored a malformed MIDI message %s: %s", raw.data, err)
+            return
+        if msg.type in TRANSPORT_TYPES and self.follower is not None:
+            self._transport(raw.at_s if raw.at_s is not None else raw.time_s, msg)
             return
         if msg.type in IGNORED_TYPES:
             return
