@@ -34,8 +34,9 @@ def uses_native_jack(backend: str) -> bool:
     return jack.available()
 
 
-def open_input(backend: str, client_name: str, port: str | None, enqueue: Enqueue,
+def open_input(backend: str, client_name: str, port: str | list[str] | None, enqueue: Enqueue,
                clock: Callable[[], float] = time.monotonic) -> InputPort:
+    """A virtual input (`port` None), or one input hearing every port `port` names."""
     if uses_native_jack(backend):
         from improv.midi.jack import JackInputPort
 
@@ -58,7 +59,7 @@ class Backend:
     def __init__(self, name: str):
         self.name = name
 
-    def open_input(self, client_name: str, port: str | None, enqueue: Enqueue,
+    def open_input(self, client_name: str, port: str | list[str] | None, enqueue: Enqueue,
                    clock: Callable[[], float] = time.monotonic) -> InputPort:
         return open_input(self.name, client_name, port, enqueue, clock)
 

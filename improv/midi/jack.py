@@ -3,10 +3,12 @@ process callback is native code (improv/midi/_jackmidi.c), driven through libjac
 
 Against python-rtmidi's JACK backend it buys: one client woken per period instead of two; no Python
 and no GIL on JACK's thread (the input is read by a Python thread that sleeps on a pipe, so closing
-can never hang on the GIL); input stamped when the callback first sees it; and output handed over
-2 ms early with its due time, which the callback sends in the first cycle at or after it, so the
-engine thread's wake-up jitter never moves a note. It is used for `backend: jack` when the native
-part was built at install; otherwise improv falls back to python-rtmidi's JACK backend.
+can never hang on the GIL); input stamped when the callback first sees it and with its own frame
+time; MIDI clock pulses kept as bare frame times in a ring of their own, read in batches
+(`clock_pulses`); and output handed over 2 ms early with its due time, which the callback sends in
+the first cycle at or after it, so the engine thread's wake-up jitter never moves a note. It is used
+for `backend: jack` when the native part was built at install; otherwise improv falls back to
+python-rtmidi's JACK backend.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Callable, NamedTuple
 
 from improv.errors import PortError
 from improv.midi.messages import RawInput
-from improv.midi.ports import Enqueue, find_port, quiet_stderr
+from improv.midi.ports import Enqueue, find_port, port_names, quiet_stderr
 
 log = logging.getLogger("improv")
 
@@ -35,7 +37,7 @@ PORT_IS_INPUT, PORT_IS_OUTPUT = 0x1, 0x2
 NO_START_SERVER = 0x01
 # The IJM_ABI_VERSION of the _jackmidi.c this file drives: a library built from another improv is
 # refused, since its functions, its ijm_api or its counters may not be the ones called here.
-ABI_VERSION = 1
+ABI_VERSION = 2
 REBUILD_HINT = "rebuild: pip install -e . (or reinstall improv)"
 DRAIN_LIMIT_S = 0.5  # at close: how long unsent messages may take to leave
 READER_JOIN_S = 2.0
@@ -44,7 +46,8 @@ READER_JOIN_S = 2.0
 # Well under the model's 10 ms time step, so the model's context is the same either way.
 HANDOVER_S = 0.002
 OFFSET_REFRESH_S = 1.0  # JACK's clock is CLOCK_MONOTONIC_RAW, which NTP does not slew: re-read the offset
-COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3, "server_gone": 4}  # the C enum's order
+COUNTERS = {"cycles": 0, "dropped_in": 1, "dropped_out": 2, "filtered": 3, "server_gone": 4, "pulses_in": 5,
+            "dropped_pulses": 6}  # the C enum's order
 
 
 class Limits(NamedTuple):
@@ -53,6 +56,7 @@ class Limits(NamedTuple):
     max_bytes: int  # the longest message it carries (IJM_MAX_BYTES)
     ring_size: int  # messages each of its rings holds (IJM_RING)
     late_cycles_kept: int  # late cycle starts it remembers (IJM_LATE)
+    pulses_kept: int  # clock pulse times its pulse ring holds (IJM_PULSES)
 
 
 class _Api(ctypes.Structure):
@@ -97,6 +101,7 @@ def libjack() -> ctypes.CDLL | None:
         "jack_connect": (I, [P, S, S]),
         "jack_disconnect": (I, [P, S, S]),
         "jack_port_connected_to": (I, [P, S]),
+        "jack_port_get_connections": (P, [P]),
         "jack_get_ports": (P, [P, S, S, UL]),
         "jack_free": (None, [P]),
         "jack_get_time": (U64, []),
@@ -132,11 +137,12 @@ def check_native(native, name: str) -> tuple[ctypes.CDLL, Limits] | None:
         return None
     P, U32, U64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
     for function, restype, argtypes in (
-            ("ijm_limits", None, [ctypes.POINTER(U32)] * 3),
+            ("ijm_limits", None, [ctypes.POINTER(U32)] * len(Limits._fields)),
             ("ijm_new", P, [P, P, ctypes.c_int, U32]),
             ("ijm_free", None, [P]),
             ("ijm_set_ports", None, [P, P, P]),
-            ("ijm_read", U32, [P, ctypes.POINTER(U64), ctypes.c_char_p]),
+            ("ijm_read", U32, [P, ctypes.POINTER(U64), ctypes.POINTER(U64), ctypes.c_char_p]),
+            ("ijm_read_pulses", U32, [P, ctypes.POINTER(U64), U32]),
             ("ijm_send", ctypes.c_int, [P, U64, ctypes.c_char_p, U32]),
             ("ijm_unsent", U64, [P]),
             ("ijm_late_cycles", U32, [P, ctypes.POINTER(U64), U32]),
@@ -243,7 +249,9 @@ class JackMidiClient:
             undo.pop_all()
         self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()  # the input ring has one reader at a time
-        self._dropped_in = 0
+        self._pulse_lock = threading.Lock()  # and so has the pulse ring
+        self._pulse_times_us = (ctypes.c_uint64 * self.limits.pulses_kept)()  # one ring's worth, read in one call
+        self._dropped_in = self._dropped_pulses = 0
         self._reader: threading.Thread | None = None
         self._enqueue: Callable | None = None
         self._closed = False
@@ -275,7 +283,16 @@ class JackMidiClient:
     def peers(self, direction: str) -> list[str]:
         """The other MIDI ports our `direction` port could connect to (outputs for our input)."""
         flags = PORT_IS_OUTPUT if direction == "in" else PORT_IS_INPUT
-        names = self.jack.jack_get_ports(self.client, None, MIDI_TYPE, flags)
+        own = f"{self.name}:"
+        found = self._names(self.jack.jack_get_ports(self.client, None, MIDI_TYPE, flags))
+        return [name for name in found if not name.startswith(own)]
+
+    def connections(self, direction: str) -> list[str]:
+        """The ports our `direction` port is connected to now."""
+        return self._names(self.jack.jack_port_get_connections(self.in_port if direction == "in" else self.out_port))
+
+    def _names(self, names) -> list[str]:
+        """A NULL-terminated array of port names from libjack, freed here."""
         if not names:
             return []
         try:
@@ -286,8 +303,7 @@ class JackMidiClient:
                 i += 1
         finally:
             self.jack.jack_free(names)
-        own = f"{self.name}:"
-        return [name for name in found if not name.startswith(own)]
+        return found
 
     def _endpoints(self, direction: str, peer: str) -> tuple[str, str]:
         """(source, destination) of a connection between our `direction` port and `peer`."""
@@ -309,8 +325,10 @@ class JackMidiClient:
 
     # -- input ------------------------------------------------------------------------------------
     def listen(self, enqueue: Callable) -> None:
-        """Deliver each input message as enqueue(RawInput) from a reader thread; stale ones are dropped."""
+        """Deliver each input message as enqueue(RawInput) from a reader thread; stale ones (and
+        stale clock pulses) are dropped."""
         self._drain(lambda *_: None)
+        self.clock_pulses()
         self._enqueue = enqueue
         if self._reader is None:
             self._reader = threading.Thread(target=self._read_loop, args=(RawInput,), name="improv-jack-in",
@@ -338,7 +356,7 @@ class JackMidiClient:
             except OSError:
                 return
             enqueue = self._enqueue
-            emptied = self._drain((lambda t, data: enqueue(raw_input(t, data))) if enqueue is not None
+            emptied = self._drain((lambda t, at, data: enqueue(raw_input(t, data, at))) if enqueue is not None
                                   else (lambda *_: None))
             if self.server_gone() and not gone_logged:
                 log.error("JACK closed client %r (its server %s stopped, or dropped the client)", self.name,
@@ -352,16 +370,36 @@ class JackMidiClient:
     def _drain(self, deliver) -> bool:
         """Deliver at most one ring's worth (under a flood the ring never empties and the caller
         must get on); True when the ring was emptied."""
-        time_us, data = ctypes.c_uint64(0), ctypes.create_string_buffer(self.limits.max_bytes)
+        time_us, at_us = ctypes.c_uint64(0), ctypes.c_uint64(0)
+        data = ctypes.create_string_buffer(self.limits.max_bytes)
         with self._read_lock:
             for _ in range(self.limits.ring_size):
                 if self._closed:
                     return True
-                size = self.native.ijm_read(self.state, ctypes.byref(time_us), data)
+                size = self.native.ijm_read(self.state, ctypes.byref(time_us), ctypes.byref(at_us), data)
                 if size == 0:
                     return True
-                deliver(time_us.value / 1e6 + self.offset_s(), list(data.raw[:size]))
+                offset_s = self.offset_s()
+                deliver(time_us.value / 1e6 + offset_s, at_us.value / 1e6 + offset_s, list(data.raw[:size]))
         return False
+
+    def clock_pulses(self) -> list[float]:
+        """The frame times of the MIDI clock pulses received since the last call, oldest first, on
+        `clock`. The callback keeps them in a ring of their own (limits.pulses_kept): call at least
+        that often, or the newest are dropped (counted, and warned about here)."""
+        times_us, pulses = self._pulse_times_us, []
+        with self._pulse_lock:
+            while not self._closed:
+                found = self.native.ijm_read_pulses(self.state, times_us, len(times_us))
+                offset_s = self.offset_s()
+                pulses.extend(time_us / 1e6 + offset_s for time_us in times_us[:found])
+                if found < len(times_us):
+                    break
+            dropped = 0 if self._closed else self.counter("dropped_pulses")
+        if dropped > self._dropped_pulses:
+            log.warning("JACK input: %d clock pulses dropped (not read for a while)", dropped - self._dropped_pulses)
+            self._dropped_pulses = dropped
+        return pulses
 
     # -- output -----------------------------------------------------------------------------------
     def send(self, data: list[int], due_s: float | None = None) -> None:
@@ -408,7 +446,7 @@ class JackMidiClient:
         deadline = time.monotonic() + DRAIN_LIMIT_S
         while self.unsent() and not self.server_gone() and time.monotonic() < deadline:
             time.sleep(self.period_s)
-        with self._send_lock, self._read_lock:
+        with self._send_lock, self._read_lock, self._pulse_lock:
             self._closed = True
         with contextlib.suppress(BlockingIOError):  # a full pipe wakes the reader just as well
             os.write(self._wake_write, b"\0")  # the reader wakes, sees _closed, and ends
@@ -433,46 +471,64 @@ class JackMidiClient:
 
 # -- the ports improv run opens on the client ------------------------------------------------------
 class _JackPort:
-    """Improv's own JACK client's input or output (JackMidiClient above): virtual, or connected to an
-    existing port by name. Both directions share the one client."""
+    """Improv's own JACK client's input or output (JackMidiClient above): virtual, or connected to
+    existing ports by name (JACK merges what several send into one input). Both directions share
+    the one client."""
 
     direction = ""
 
-    def __init__(self, client_name: str, port: str | None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, client_name: str, port: str | list[str] | None, clock: Callable[[], float] = time.monotonic):
         self.client = JackMidiClient.acquire(client_name, clock)
-        self.wanted, self.peer = port, None
+        self.wanted, self.peers = port, []
         try:
-            if port is not None:
-                peers = self.client.peers(self.direction)
-                self.peer = peers[find_port(port, peers, "input" if self.direction == "in" else "output")]
-                self.client.connect(self.direction, self.peer)
+            self.peers = self._find(port_names(port))
+            for peer in self.peers:
+                self.client.connect(self.direction, peer)
         except BaseException:
+            self._disconnect()
             self.client.release()
             raise
-        self.name = self.peer or self.client.port_name(self.direction)
+        self.name = ", ".join(self.peers) or self.client.port_name(self.direction)
+
+    def _find(self, wanted: list[str]) -> list[str]:
+        """The full names of the ports `wanted` names, each once; every one is found before any is
+        connected, so a name that is not there leaves nothing connected."""
+        if not wanted:
+            return []
+        available = self.client.peers(self.direction)
+        label = "input" if self.direction == "in" else "output"
+        return list(dict.fromkeys(available[find_port(name, available, label)] for name in wanted))
 
     def still_connected(self) -> bool:
-        """False once JACK has closed the client, or the port connected by name has gone."""
+        """False once JACK has closed the client, or any port connected by name has gone."""
         if self.server_gone():
             return False
-        return self.peer is None or self.client.connected_to(self.direction, self.peer)
+        return all(self.client.connected_to(self.direction, peer) for peer in self.peers)
 
     def server_gone(self) -> bool:
         """JACK has closed the client both directions share (its server stopped, or dropped it)."""
         return self.client.server_gone()
 
+    def _disconnect(self) -> None:
+        if not self.client.server_gone():
+            for peer in self.peers:
+                self.client.disconnect(self.direction, peer)
+
     def close(self) -> None:
-        if self.peer is not None and not self.client.server_gone():
-            self.client.disconnect(self.direction, self.peer)
+        self._disconnect()
         self.client.release()
 
 class JackInputPort(_JackPort):
     direction = "in"
 
-    def __init__(self, client_name: str, port: str | None, enqueue: Enqueue,
+    def __init__(self, client_name: str, port: str | list[str] | None, enqueue: Enqueue,
                  clock: Callable[[], float] = time.monotonic):
         super().__init__(client_name, port, clock)
         self.client.listen(enqueue)
+
+    def clock_pulses(self) -> list[float]:
+        """The frame times of the clock pulses received since the last call, oldest first."""
+        return self.client.clock_pulses()
 
     def close(self) -> None:
         self.client.stop_listening()

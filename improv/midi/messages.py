@@ -15,14 +15,19 @@ CC_ALL_NOTES_OFF = 123
 FIRST_CHANNEL_MODE_CC = 120  # CC 120..127 are channel mode messages, never a setting's knob
 PANIC_CONTROLS = (CC_ALL_SOUND_OFF, CC_ALL_NOTES_OFF)
 DRUM_CHANNEL = 9  # channel 10 counted from 1: General MIDI's percussion, no pitches
+# System messages for the session's clock: 24 pulses a quarter note, the transport, the position.
+CLOCK_PULSE, START, CONTINUE, STOP = 0xF8, 0xFA, 0xFB, 0xFC
+SONG_POSITION = 0xF2  # then the position in sixteenth notes, 14 bits, low 7 bits first
+TIME_CODE = 0xF1  # MIDI time code quarter frame: improv drops it
 
 
 @dataclass
 class RawInput:
-    """A timestamped raw message as the input callback saw it."""
+    """A raw message as the input callback saw it, with its times on the daemon's clock."""
 
-    time_s: float
+    time_s: float  # when improv could first hear it (under JACK, the start of the cycle that carried it)
     data: list[int]
+    at_s: float | None = None  # the message's own time where the port knows it (under JACK, its frame)
 
 
 def note_bytes(channel: int, pitch: int, velocity: int) -> list[int]:

@@ -3,7 +3,9 @@ parsing raw bytes, keeping the C libraries' own chatter off the terminal.
 
 The input callback contract, for every backend: it runs on the MIDI system's own thread (JACK's
 process thread under JACK, where improv's own client runs no Python at all). It only timestamps the
-raw bytes and hands them to `enqueue`: no parsing, no logging, no locks, never the model.
+raw bytes and hands them to `enqueue`: no parsing, no logging, no locks, never the model. MIDI clock
+pulses (0xF8) are not enqueued: they are times only, kept by the port and read in a batch with
+`clock_pulses()`, so a clock at any rate costs the engine one call per look.
 """
 
 from __future__ import annotations
@@ -32,12 +34,18 @@ Enqueue = Callable[[RawInput], None]
 
 
 class InputPort(Protocol):
-    """An open MIDI input: each message it receives goes to the `enqueue` it was opened with."""
+    """An open MIDI input: each message it receives goes to the `enqueue` it was opened with, as a
+    RawInput with its time and, where the port knows it, the message's own time (`at_s`); clock
+    pulses stay with the port until `clock_pulses` reads them."""
 
     name: str
 
+    def clock_pulses(self) -> list[float]:
+        """The times (on the port's clock, as RawInput.at_s) of the MIDI clock pulses (0xF8)
+        received since the last call, oldest first."""
+
     def still_connected(self) -> bool:
-        """For a port connected by name: is that port still there?"""
+        """For ports connected by name: is every one of them still there?"""
 
     def server_gone(self) -> bool:
         """The MIDI system closed the client under the port (a JACK server that stopped)."""
@@ -67,9 +75,10 @@ class MidiSystem(Protocol):
 
     name: str
 
-    def open_input(self, client_name: str, port: str | None, enqueue: Enqueue,
+    def open_input(self, client_name: str, port: str | list[str] | None, enqueue: Enqueue,
                    clock: Callable[[], float]) -> InputPort:
-        """A virtual input named after the client (`port` None), or a connection to `port` by name."""
+        """A virtual input named after the client (`port` None), or one input hearing every port
+        `port` names (one name or a list), connected by name."""
 
     def open_output(self, client_name: str, port: str | None, clock: Callable[[], float]) -> OutputPort: ...
 
@@ -98,6 +107,14 @@ def quiet_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def port_names(port: str | list[str] | None) -> list[str]:
+    """The names in an `open_input` port argument (one name, a list, or None for a virtual port),
+    each once, in order."""
+    if port is None:
+        return []
+    return list(dict.fromkeys([port] if isinstance(port, str) else port))
 
 
 def find_port(wanted: str, available: list[str], direction: str) -> int:

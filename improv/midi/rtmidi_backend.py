@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from typing import Callable
 
 from improv.errors import PortError
-from improv.midi.messages import RawInput
-from improv.midi.ports import Enqueue, backend_help, find_port, quiet_stderr
+from improv.midi.messages import CLOCK_PULSE, TIME_CODE, RawInput
+from improv.midi.ports import Enqueue, backend_help, find_port, port_names, quiet_stderr
 
 CALLBACK_SETTLE_S = 0.02  # no input callback for this long after the port is gone: the last has ended
 CALLBACK_QUIET_WINDOWS = 3
 CALLBACK_DRAIN_LIMIT_S = 2.0
+PULSES_KEPT = 4096  # clock pulse times an input keeps unread (as improv's own JACK client): 34 s at 300 BPM
 
 
 def _rtmidi():
@@ -54,40 +56,62 @@ def list_ports(backend: str) -> tuple[list[str], list[str]]:
         midi_in.delete()
         midi_out.delete()
 
+def _open(direction: str, backend: str, client_name: str, port: str | None):
+    """(an rtmidi client with one port, the port's name): virtual ("CLIENT-in:in") or connected to
+    an existing port by name."""
+    rtmidi = _rtmidi()
+    kind, label = (rtmidi.MidiIn, "input") if direction == "in" else (rtmidi.MidiOut, "output")
+    try:
+        with quiet_stderr():
+            rt = kind(rtapi=api_constants()[backend], name=f"{client_name}-{direction}")
+    except (rtmidi.RtMidiError, SystemError) as err:
+        raise PortError(f"cannot open a MIDI {label} on {backend}: {err}; {backend_help(backend)}") from err
+    try:
+        if port is None:
+            if backend == "winmm":
+                raise PortError(f"Windows has no virtual MIDI ports: install a loopback driver (loopMIDI) and "
+                                f"connect to it by name with --{direction}")
+            rt.open_virtual_port(direction)
+            return rt, f"{client_name}-{direction}:{direction}"
+        available = rt.get_ports()
+        index = find_port(port, available, label)
+        rt.open_port(index)
+        return rt, available[index]
+    except BaseException:
+        with contextlib.suppress(Exception):
+            rt.delete()  # no callback yet: nothing can be running in it
+        raise
+
+def _all_present(rt, names: list[str]) -> bool:
+    """Does the MIDI system still list every port in `names`?"""
+    if not names:
+        return True
+    try:
+        present = rt.get_ports()
+    except Exception:
+        return False
+    return all(name in present for name in names)
+
+def _distinct_inputs(backend: str, wanted: list[str]) -> list[str]:
+    """Several input names as the full names of distinct ports, all found before any is opened (a
+    name that is not there opens nothing; two names of one port open it once). One name as given."""
+    if len(wanted) < 2:
+        return wanted
+    available = list_ports(backend)[0]
+    return list(dict.fromkeys(available[find_port(name, available, "input")] for name in wanted))
+
 class _Port:
-    """One rtmidi client with one port: virtual ("CLIENT-in:in") or connected to an existing port by name."""
+    """One rtmidi client with one port: virtual ("CLIENT-out:out") or connected to an existing port by name."""
 
     direction = ""  # "in" or "out"
 
     def __init__(self, backend: str, client_name: str, port: str | None):
-        rtmidi = _rtmidi()
-        kind, label = (rtmidi.MidiIn, "input") if self.direction == "in" else (rtmidi.MidiOut, "output")
-        try:
-            with quiet_stderr():
-                self._rt = kind(rtapi=api_constants()[backend], name=f"{client_name}-{self.direction}")
-        except (rtmidi.RtMidiError, SystemError) as err:
-            raise PortError(f"cannot open a MIDI {label} on {backend}: {err}; {backend_help(backend)}") from err
-        if port is None:
-            if backend == "winmm":
-                raise PortError(f"Windows has no virtual MIDI ports: install a loopback driver (loopMIDI) and "
-                                f"connect to it by name with --{self.direction}")
-            self._rt.open_virtual_port(self.direction)
-            self.name = f"{client_name}-{self.direction}:{self.direction}"
-        else:
-            available = self._rt.get_ports()
-            index = find_port(port, available, label)
-            self.name = available[index]
-            self._rt.open_port(index)
+        self._rt, self.name = _open(self.direction, backend, client_name, port)
         self.wanted = port
 
     def still_connected(self) -> bool:
         """For a port connected by name: is the port still there?"""
-        if self.wanted is None:
-            return True
-        try:
-            return self.name in self._rt.get_ports()
-        except Exception:
-            return False
+        return _all_present(self._rt, [] if self.wanted is None else [self.name])
 
     def server_gone(self) -> bool:
         return False  # python-rtmidi does not say
@@ -95,26 +119,68 @@ class _Port:
     def close(self) -> None:
         close_rtmidi(self._rt)
 
-class RtMidiInput(_Port):
-    """A MIDI input whose callback only timestamps and enqueues (see the module docstring)."""
+class RtMidiInput:
+    """A MIDI input: a virtual port, or one rtmidi client per port named, all feeding the same
+    `enqueue` and the same clock pulses. Each callback only timestamps and enqueues (see ports.py);
+    a clock pulse (0xF8) is only appended, with its time, to the pulses `clock_pulses` drains."""
 
-    direction = "in"
-
-    def __init__(self, backend: str, client_name: str, port: str | None, enqueue: Enqueue,
+    def __init__(self, backend: str, client_name: str, port: str | list[str] | None, enqueue: Enqueue,
                  clock: Callable[[], float] = time.monotonic):
-        super().__init__(backend, client_name, port)
-        self._rt.ignore_types(sysex=True, timing=True, active_sense=True)  # dropped by rtmidi, before Python
+        self.wanted = port_names(port)
+        # Bounded, so that a clock nobody reads cannot grow without end: the oldest go first.
+        self._pulses: deque[float] = deque(maxlen=PULSES_KEPT)
+        self._rts: list = []
+        self._callbacks: list[int] = []  # per client, each written by its callback only; read when closing
+        self._names: list[str] = []
+        try:
+            for wanted in _distinct_inputs(backend, self.wanted) or [None]:
+                self._open_one(backend, client_name, wanted, enqueue, clock)
+        except BaseException:
+            self.close()
+            raise
+        self.name = ", ".join(self._names)
 
-        self.callbacks = 0  # written by the callback only; read when closing
+    def _open_one(self, backend: str, client_name: str, port: str | None, enqueue: Enqueue,
+                  clock: Callable[[], float]) -> None:
+        rt, name = _open("in", backend, client_name, port)
+        self._rts.append(rt)
+        self._names.append(name)
+        self._callbacks.append(0)
+        # Sysex and active sensing are dropped by rtmidi, before Python; timing is let through for
+        # the clock, and MIDI time code (which comes with it) is dropped in the callback.
+        rt.ignore_types(sysex=True, timing=False, active_sense=True)
 
-        def callback(event, _data, enqueue=enqueue, clock=clock, raw=RawInput, port=self):
-            enqueue(raw(clock(), event[0]))
-            port.callbacks += 1
+        def callback(event, _data, enqueue=enqueue, clock=clock, raw=RawInput, pulses=self._pulses,
+                     callbacks=self._callbacks, index=len(self._rts) - 1):
+            now, data = clock(), event[0]
+            if data[0] == CLOCK_PULSE:
+                pulses.append(now)
+            elif data[0] != TIME_CODE:
+                enqueue(raw(now, data, now))
+            callbacks[index] += 1
 
-        self._rt.set_callback(callback)
+        rt.set_callback(callback)
+
+    def clock_pulses(self) -> list[float]:
+        """The times of the clock pulses received since the last call, oldest first (at most the
+        last PULSES_KEPT)."""
+        pulses = []
+        with contextlib.suppress(IndexError):  # emptied; the callbacks may append meanwhile
+            while True:
+                pulses.append(self._pulses.popleft())
+        return pulses
+
+    def still_connected(self) -> bool:
+        """For ports connected by name: is every one of them still there?"""
+        return not self._rts or _all_present(self._rts[0], self._names if self.wanted else [])
+
+    def server_gone(self) -> bool:
+        return False  # python-rtmidi does not say
 
     def close(self) -> None:
-        close_rtmidi(self._rt, lambda: self.callbacks)
+        for index, rt in enumerate(self._rts):
+            close_rtmidi(rt, lambda index=index: self._callbacks[index])
+        self._rts = []
 
 class RtMidiOutput(_Port):
     direction = "out"

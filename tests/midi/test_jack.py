@@ -49,8 +49,9 @@ def test_the_loaded_library_is_built_from_this_source_at_the_version_and_sizes_j
     assert loaded is not None, f"jack.py refused {BUILT[0].name}: {jackmidi.REBUILD_HINT}"
     _, native, limits = loaded
     assert native.ijm_abi_version() == defined["IJM_ABI_VERSION"] == jackmidi.ABI_VERSION
-    assert limits == jackmidi.limits() == (defined["IJM_MAX_BYTES"], defined["IJM_RING"], defined["IJM_LATE"])
-    counters = re.search(r"enum \{ (IJM_CYCLES,[^}]*) \};", source).group(1).split(", ")
+    assert limits == jackmidi.limits() == (defined["IJM_MAX_BYTES"], defined["IJM_RING"], defined["IJM_LATE"],
+                                           defined["IJM_PULSES"])
+    counters = re.split(r",\s*", re.search(r"enum \{\s*(IJM_CYCLES,[^}]*?),?\s*\};", source).group(1))
     assert counters[-1] == "IJM_COUNTERS"
     assert jackmidi.COUNTERS == {name[len("IJM_"):].lower(): i for i, name in enumerate(counters[:-1])}
 
@@ -151,17 +152,18 @@ def test_a_cycle_jack_starts_late_is_seen_at_its_time(jack, probe):
     assert not probe.late_between(held_s + 0.02, continuing_s - 0.02 - probe.synth.period_s / 2)
 
 
-def test_sysex_clock_and_sensing_are_dropped_before_python_and_counted(probe):
+def test_sysex_time_code_and_sensing_are_dropped_before_python_and_clock_is_kept_apart(probe):
     received = []
     port = open_input("jack", "jm-filter", None, received.append)
     try:
         probe.connect("jm-filter:in", "jm-filter:out")
-        for data in ([0xF0, 0x7E, 0x7F, 0x06, 0x01, 0xF7], [0xF8], [0xFE], [0x80, 60, 0]):
+        for data in ([0xF0, 0x7E, 0x7F, 0x06, 0x01, 0xF7], [0xF1, 0x20], [0xF8], [0xFE], [0x80, 60, 0]):
             probe.send(*data)
         assert wait_for(lambda: received)
         time.sleep(0.05)
         assert [raw.data for raw in received] == [[0x80, 60, 0]]
         assert port.client.counter("filtered") == 3
+        assert len(port.clock_pulses()) == 1 and port.clock_pulses() == []  # read once, in a batch of its own
     finally:
         port.close()
 
