@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from improv.errors import PortError
@@ -30,6 +31,10 @@ class MemoryInput(MemoryPort):
     def __init__(self, system: "MemoryMidi", name: str, wanted: str | None, enqueue):
         super().__init__(system, name, wanted)
         self.enqueue = enqueue
+        self.pulses: deque[float] = deque()  # clock pulse times a test puts here, for clock_pulses
+
+    def clock_pulses(self) -> list[float]:
+        return [self.pulses.popleft() for _ in range(len(self.pulses))]
 
 
 class MemoryOutput(MemoryPort):
