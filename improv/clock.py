@@ -4,8 +4,10 @@ MIDI clock is 24 pulses per quarter note, with Start, Stop, Continue and Song Po
 sixteenths). Real clock sources jitter by a millisecond or more, and a DAW sends a burst of pulses
 after a stall, so tempo and phase come from a line fitted through the last pulses (least squares),
 never from one interval. Each pulse is checked against the line and the last pulse counted:
-- well after the time the line expects for it (a stall): it counts for the position but not for the
-  fit, so the pulses a DAW sends to catch up after a stall are counted too;
+- well after the time the line expects for it, yet right on the line's time for a later pulse: the
+  pulses between were lost on the way (a JACK cycle missed), and are counted;
+- well after it elsewhere (a stall): it counts for the position but not for the fit, so the pulses
+  a DAW sends to catch up after a stall are counted too;
 - less than half a pulse length after the last pulse counted: not a pulse of the clock followed (a
   second clock source on the same input, or a burst beyond any stall): ignored, so the beat stays
   tied to the time;
@@ -26,6 +28,7 @@ PULSES_PER_SIXTEENTH = PULSES_PER_QUARTER // 4
 FIT_PULSES = 24  # a beat of pulses in the fit: jitter averages out, a tempo change is followed within a beat
 LATE_PULSES = 0.45  # a pulse this many pulse lengths after where the line expects it is late (a stall)
 EARLY_PULSES = 0.5  # a pulse within this many pulse lengths of the last one counted is not the clock's
+LOST_PULSES = 0.25  # a late pulse this close to a later pulse's place on the line: the ones between were lost
 REFIT_PULSES = 12  # this many off the line in a row, at a tempo: the source jumped, fit afresh
 MIN_BPM, MAX_BPM = 20.0, 400.0
 
@@ -193,6 +196,16 @@ class ClockFollower:
             return
         line = _line(self.fit)
         if line is not None and time_s - (line[1] + line[0] * self.position) > LATE_PULSES * line[0]:
+            on_line = (time_s - line[1]) / line[0]  # the position the line puts this time at
+            gap = (time_s - self.last_counted_s) / line[0] if self.last_counted_s is not None else 0.0
+            if round(gap) >= 2 and abs(gap - round(gap)) < LOST_PULSES and abs(on_line - round(on_line)) < LOST_PULSES:
+                # Whole pulses after the last one, right where a later pulse falls: the ones between
+                # were lost on the way (a JACK cycle missed), not held back by the source (a slower
+                # tempo comes a fraction of a pulse late): they are counted, so the beat stays on time.
+                self.ignored["lost"] += round(on_line) - self.position
+                self.position = round(on_line)
+                self._fitted(time_s)
+                return
             self.off_line.append((self.position, time_s))
             self.position += 1
             self.last_counted_s = time_s
@@ -202,6 +215,9 @@ class ClockFollower:
         if line is not None and self.last_counted_s is not None and time_s - self.last_counted_s < EARLY_PULSES * line[0]:
             self.ignored["early"] += 1
             return
+        self._fitted(time_s)
+
+    def _fitted(self, time_s: float) -> None:
         self.last_counted_s = time_s
         self.off_line.clear()
         self.fit.append((self.position, time_s))

@@ -64,6 +64,7 @@ IGNORED_PULSES = {
     "early": "MIDI clock pulses closer together than the tempo allows (a second clock source on improv's input, or "
              "a burst): ignored, improv follows the clock it locked on",
     "late": "MIDI clock pulses late (the clock source stalled): counted for the position, not for the tempo",
+    "lost": "MIDI clock pulses lost on the way (JACK missed a cycle: an xrun): counted from their time",
 }
 
 

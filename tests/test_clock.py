@@ -156,3 +156,14 @@ def test_no_tempo_is_heard_from_too_few_notes():
     for onset in played(120, [1], seconds=2.0)[: PlayerTempo.MIN_ONSETS - 1]:
         tempo.note_on(onset)
     assert tempo.bpm is None
+
+
+def test_pulses_lost_on_the_way_are_counted_so_the_beat_stays_on_time():
+    follower = ClockFollower()
+    follower.start(0.0)
+    period = 60.0 / 120 / PULSES_PER_QUARTER
+    times = [i * period for i in range(8 * PULSES_PER_QUARTER) if not 50 <= i < 53]  # a missed cycle's three
+    for time_s in times:
+        follower.pulse(time_s)
+    assert follower.ignored["lost"] == 3
+    assert follower.beat_at(times[-1]) == pytest.approx(8 - 1 / PULSES_PER_QUARTER, abs=1e-6)

@@ -51,18 +51,19 @@ def test_the_tempo_of_a_jittery_clock_is_known_within_half_a_bpm_in_two_bars(cli
         code, stderr = stop_improv(process)
     tempos = logged_tempos(stderr)
     assert code == 0 and tempos, stderr[-2000:]
+    print(f"clock at {bpm} BPM with 0.5 ms jitter: improv's tempo {tempos[0]:.3f} BPM a beat after Start")
     assert tempos[0] == pytest.approx(bpm, abs=0.5), tempos
 
 
 def test_on_the_grid_improvs_onsets_fall_on_the_clocks_sixteenths(client):
-    process = launch_in_time(client, "--grid", "1/16", "--grid-strength", "1", "--response-ms", "600")
+    process = launch_in_time(client, "--grid", "1/16", "--grid-strength", "1", "--response-ms", "400")
     onsets, answers = [], 0
     try:
         dues = client.send_clock(120, seconds=120.0, jitter_ms=0.5, rng=random.Random(7))
         time.sleep(max(0.0, dues[2 * 24] - time.monotonic()))  # two beats: the tempo is known
         deadline = time.monotonic() + 100.0
         while answers < 50 and time.monotonic() < deadline:
-            heard = answer_onsets(client)
+            heard = answer_onsets(client, wait_s=0.6)
             answers += bool(heard)
             onsets += heard
     finally:
