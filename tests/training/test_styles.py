@@ -42,16 +42,26 @@ def test_a_bad_style_name_is_one_error_naming_the_allowed_ones():
         Vocabulary().style("folk")
 
 
-def test_the_shipped_model_without_styles_still_loads_and_runs(shipped_model):
-    # The model shipped before styles (or any model without them): no STYLE group, START alone begins a context.
-    model = shipped_model
+def test_a_model_without_styles_still_loads_and_runs(tmp_path, shipped_model):
+    # A model exported before styles: no STYLE group, no "styles" in its spec; START alone begins a context.
+    pytest.importorskip("torch", reason="exporting needs the train extra: pip install '.[train]'")
+    from improv.model import VOCAB_KEY, OnnxModel
+    from training.export import export_onnx
+    from training.model import EventLSTM, ModelConfig
+
+    path = tmp_path / "plain.onnx"
+    export_onnx(EventLSTM(ModelConfig(vocab_size=Vocabulary().size, embed_dim=8, hidden=16)).eval(), path,
+                {VOCAB_KEY: Vocabulary().to_json()})
+    model = OnnxModel(path)
+    assert model.vocab.styles == () and model.vocab.size == 390
     config = Config()
-    engine = Engine(model, config, 0.0)
-    assert engine.style is None
-    if not model.vocab.styles:
-        config.model.style = "folk"
-        with pytest.raises(ModelSpecError, match="unknown style 'folk'"):
-            Engine(model, config, 0.0)
+    engine = Engine(model, config, 0.0, record_history=True)
+    assert engine.style is None and engine.history == [model.vocab.special("START")]
+    config.model.style = "folk"
+    with pytest.raises(ModelSpecError, match="unknown style 'folk': this model has no styles"):
+        Engine(model, config, 0.0)
+    # The shipped model has styles; it also plays with none chosen.
+    assert Engine(shipped_model, Config(), 0.0).style is None
 
 
 def _engine(style, record=True):
