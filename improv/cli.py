@@ -159,6 +159,9 @@ def cmd_run(args) -> int:
                               f"models (improv models lists what a folder holds)")
         model_path = model_path or files[0]  # program 0 unless --model names one
     model = OnnxModel(model_path)
+    from improv.engine import chosen_style
+
+    chosen_style(config, model.vocab)  # a style the model does not have stops the start before any port
     memory = None
     if args.memory is not None:
         memory = load_or_empty(args.memory, model.vocab.to_json(), model.vocab.size, config.memory.max_contexts,

@@ -149,3 +149,15 @@ def test_a_tiny_run_with_styles_puts_the_style_after_start_in_every_window_and_e
     assert model_styles(out) == ("hymns", "songs") and OnnxModel(out).vocab.styles == ("hymns", "songs")
     card = out.with_suffix(".md").read_text()
     assert "STYLE 2: hymns, songs" in card and re.search(r"\| player-like, no style token \| 1 \|", card)
+
+
+def test_improv_run_and_generate_refuse_a_style_the_model_lacks_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    for args in (["run", "--no-record"], ["generate", "--seed", str(CHORALE), "--out", str(tmp_path / "x.mid")]):
+        result = subprocess.run([sys.executable, "-m", "improv.cli", *args, "--style", "jazz"], capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert "unknown style 'jazz'" in result.stderr and "folk" in result.stderr
