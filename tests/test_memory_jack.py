@@ -17,6 +17,10 @@ pytestmark = pytest.mark.jack
 SILENCE_MS = 300
 MELODY = (60, 62, 64, 65, 67, 65, 64, 62, 60, 67)
 RESET_CC = Config().controls.reset
+NOTE_EVERY_S, NOTE_S = 0.2, 0.17
+# Fifteen periods of the test server (512 frames at 48 kHz) make 160 ms, a whole number of the model's
+# 10 ms steps: hearings this far apart are stamped alike to the step, so they are heard as the same tokens.
+HEARINGS_APART_S = 30 * 0.16
 
 
 def trigrams(pitches) -> list[tuple[int, ...]]:
@@ -28,16 +32,22 @@ def from_the_melody(pitches) -> float:
     return sum(gram in own for gram in grams) / len(grams) if grams else 0.0
 
 
-def play_and_listen(client, answer_s: float = 2.5) -> list[int]:
+def play_and_listen(client, start_s: float, answer_s: float = 2.5) -> list[int]:
+    """The melody at exact times from `start_s` (each note at its frame), then improv's answer."""
     client.drain()
-    client.play(MELODY, note_s=0.17, gap_s=0.03)
-    time.sleep(SILENCE_MS / 1000 + answer_s)
+    for i, pitch in enumerate(MELODY):
+        client.send_at(start_s + i * NOTE_EVERY_S, 0x90, pitch, 90)
+        client.send_at(start_s + i * NOTE_EVERY_S + NOTE_S, 0x80, pitch, 0)
+    time.sleep(max(0.0, start_s + len(MELODY) * NOTE_EVERY_S - time.monotonic()) + SILENCE_MS / 1000 + answer_s)
     return [m[1] for _, m in note_ons(client.drain())]
 
 
 def test_a_phrase_played_again_is_answered_with_more_of_its_own_material(client, tmp_path):
     # One answer is a small, random sample: the phrase is played twice in each of three pieces, with a
     # reset (which empties the memory) between pieces, and the first answers are set against the second.
+    # The second playing is the first to the JACK cycle, as a sequencer would play it: improv hears a
+    # player's note at the start of the cycle that carries it, and the memory's contexts include the time
+    # shifts between notes (see HEARINGS_APART_S).
     config = tmp_path / "memory.yaml"
     config.write_text("engine: {response_ms: 2000}\nmemory: {attachment: 0.8}\n")
     process = launch_improv(client, "--no-record", "--config", str(config), "--silence-ms", str(SILENCE_MS))
@@ -45,13 +55,15 @@ def test_a_phrase_played_again_is_answered_with_more_of_its_own_material(client,
     try:
         for _ in range(3):
             client.send(0xB0, RESET_CC, 127)
-            firsts.append(play_and_listen(client))
-            seconds.append(play_and_listen(client))
+            first_s = time.monotonic() + 0.2
+            firsts.append(play_and_listen(client, first_s))
+            seconds.append(play_and_listen(client, first_s + HEARINGS_APART_S))
     finally:
         code, stderr = stop_improv(process)
     assert all(firsts + seconds), f"an answer was missing: {firsts + seconds}\n{stderr[-2000:]}"
     first = np.mean([from_the_melody(a) for a in firsts])
     second = np.mean([from_the_melody(a) for a in seconds])
+    print(f"share of the melody's trigrams in improv's answers: first playings {first:.2f}, second {second:.2f}")
     assert second > first, (first, second, firsts, seconds)
     assert code == 0, stderr
 
