@@ -23,6 +23,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 PULSES_PER_QUARTER = 24
 PULSES_PER_SIXTEENTH = PULSES_PER_QUARTER // 4
 FIT_PULSES = 24  # a beat of pulses in the fit: jitter averages out, a tempo change is followed within a beat
@@ -100,8 +102,6 @@ class PlayerTempo:
         self.onsets: deque[float] = deque()
         self._bpm: float | None = None
         self._estimated_for: float | None = None  # the last onset the estimate heard
-        import numpy as np
-
         self._bpms = np.arange(self.MIN_BPM_HEARD, self.MAX_BPM_HEARD + self.STEP_BPM / 2, self.STEP_BPM)
         self._turns_per_s = self._bpms[:, None] / 60.0 * np.array([1.0, 2.0, 4.0])[None, :]
         self._prior = np.exp(-0.5 * (np.log2(self._bpms / self.PRIOR_BPM) / self.PRIOR_OCTAVES) ** 2)
@@ -124,8 +124,6 @@ class PlayerTempo:
         return self._bpm
 
     def _estimate(self) -> float:
-        import numpy as np  # the daemon's core has numpy; this module's other parts need nothing
-
         offsets = np.asarray(self.onsets) - self.onsets[0]
         # On the beats, the eighths and the sixteenths: the sixteenths alone fit many tempos.
         turns = self._turns_per_s[:, :, None] * offsets[None, None, :]
@@ -166,6 +164,9 @@ class ClockFollower:
         self.ignored: Counter[str] = Counter()  # pulses left out: "stopped", "early" (another source, a burst), "late"
         self.off_line: deque[tuple[int, float]] = deque(maxlen=REFIT_PULSES)  # late pulses, in a row
         self.last_counted_s: float | None = None
+        # The line through `fit`, fitted again only when `fit` changes: the engine reads it several
+        # times for each token it generates.
+        self.line: tuple[float, float] | None = None
 
     def start(self, time_s: float) -> None:
         """Start: from the song's beginning. The first pulse after it is the downbeat."""
@@ -187,6 +188,7 @@ class ClockFollower:
 
     def _forget_fit(self) -> None:
         self.fit.clear()
+        self.line = None
         self.off_line.clear()
         self.last_counted_s = None
 
@@ -194,7 +196,7 @@ class ClockFollower:
         if not self.running:
             self.ignored["stopped"] += 1
             return
-        line = _line(self.fit)
+        line = self.line
         if line is not None and time_s - (line[1] + line[0] * self.position) > LATE_PULSES * line[0]:
             on_line = (time_s - line[1]) / line[0]  # the position the line puts this time at
             gap = (time_s - self.last_counted_s) / line[0] if self.last_counted_s is not None else 0.0
@@ -221,6 +223,7 @@ class ClockFollower:
         self.last_counted_s = time_s
         self.off_line.clear()
         self.fit.append((self.position, time_s))
+        self.line = _line(self.fit)
         self.position += 1
 
     def _refit_if_moved_on(self) -> None:
@@ -230,6 +233,7 @@ class ClockFollower:
         if moved_on is not None and _bpm(moved_on[0]) is not None:
             self.fit.clear()
             self.fit.extend(self.off_line)
+            self.line = moved_on
             self.off_line.clear()
 
     # -- reading the fit --------------------------------------------------------------------------
@@ -240,22 +244,19 @@ class ClockFollower:
     @property
     def bpm(self) -> float | None:
         """The tempo, or None before two pulses were heard (or when the fit is not a tempo)."""
-        line = _line(self.fit)
-        return None if line is None else _bpm(line[0])
+        return None if self.line is None else _bpm(self.line[0])
 
     def beat_at(self, time_s: float) -> float | None:
         """Quarter notes since the song's start at `time_s`, on the fitted line."""
-        line = _line(self.fit)
-        if line is None or line[0] <= 0:
+        if self.line is None or self.line[0] <= 0:
             return None
-        seconds_per_pulse, origin_s = line
+        seconds_per_pulse, origin_s = self.line
         return (time_s - origin_s) / seconds_per_pulse / PULSES_PER_QUARTER
 
     def time_of_beat(self, beat: float) -> float | None:
-        line = _line(self.fit)
-        if line is None or line[0] <= 0:
+        if self.line is None or self.line[0] <= 0:
             return None
-        seconds_per_pulse, origin_s = line
+        seconds_per_pulse, origin_s = self.line
         return origin_s + beat * PULSES_PER_QUARTER * seconds_per_pulse
 
 
