@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from improv.tools.probe import note_ons
 
 ROOT = Path(__file__).parent.parent
@@ -101,9 +102,7 @@ def answers(client, silence_ms: int, pitches=(60, 64, 67, 72)) -> bool:
     """Play a phrase, wait for the answer, stop it with a key; True if improv answered."""
     client.drain()
     client.play(pitches, note_s=0.1, gap_s=0.03)
-    deadline = time.monotonic() + silence_ms / 1000 + 3.0
-    while not note_ons(client.pending()) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: note_ons(client.pending()), timeout_s=silence_ms / 1000 + 3.0)
     client.send(0xB0, 123, 0)
     time.sleep(0.1)
     return bool(note_ons(client.drain()))

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from improv.tools.probe import ProbeClient, note_ons, sounding_after
 from jackserver import PERIOD_FRAMES, RATE, launch_improv, stop_improv
 
@@ -38,9 +39,7 @@ def test_playing_during_an_answer_stops_it_at_once(client):
     process = run_improv(client)
     try:
         client.play([60, 62, 64])
-        deadline = time.monotonic() + SILENCE_MS / 1000 + 2.0
-        while not note_ons(client.pending()) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for(lambda: note_ons(client.pending()), timeout_s=SILENCE_MS / 1000 + 2.0)
         time.sleep(0.4)  # mid-answer
         interrupted_at = client.send(0x90, 72, 90)
         time.sleep(0.5)
@@ -58,10 +57,7 @@ def test_sigterm_mid_answer_releases_every_sounding_note(client):
     process = run_improv(client, "--config", "tests/data/long-notes.yaml")
     try:
         client.play([48, 60, 64, 67])
-        deadline = time.monotonic() + 5
-        while not sounding_after(client.pending()) and time.monotonic() < deadline:
-            time.sleep(0.002)
-        assert sounding_after(client.pending()), "improv never had a note sounding"
+        assert wait_for(lambda: sounding_after(client.pending()), timeout_s=5), "improv never had a note sounding"
     finally:
         code, stderr = stop_improv(process, signal.SIGTERM)
     time.sleep(0.2)
@@ -99,9 +95,7 @@ def test_routing_channels_pass_through_and_live_controls(client):
     try:
         # improv's clean slate at start (sustain off, all notes off on channel 3) may reach the
         # client after it connected: let it arrive and set it aside before asserting silence.
-        deadline = time.monotonic() + 1.0
-        while not any(m == [0xB2, 123, 0] for _, m in client.pending()) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: any(m == [0xB2, 123, 0] for _, m in client.pending()), timeout_s=1.0)
         client.drain()
         client.send(0x91, 62, 90)  # channel 2: filtered out, neither echoed nor answered
         time.sleep(0.1)

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from improv.tools.probe import note_ons, sounding_after
 from jackserver import launch_improv, stop_improv
 
@@ -80,10 +81,7 @@ def test_a_program_change_switches_the_model_mid_answer_and_nothing_is_left_soun
                             "--config", "tests/data/long-notes.yaml")
     try:
         client.play([48, 60, 64, 67])
-        deadline = time.monotonic() + 5
-        while not sounding_after(client.pending()) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert sounding_after(client.pending()), "improv never had a note sounding"
+        assert wait_for(lambda: sounding_after(client.pending()), timeout_s=5), "improv never had a note sounding"
         client.send(0xC0, 1)
         time.sleep(1.5)
         events = client.drain()

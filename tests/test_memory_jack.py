@@ -8,6 +8,7 @@ import mido
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from improv.config import Config
 from improv.memory import SessionMemory, memory_path_for
 from improv.tools.probe import note_ons
@@ -79,9 +80,7 @@ def test_the_memory_learns_what_was_heard_and_nothing_that_was_played_over(clien
     try:
         for round_ in range(3):
             client.play(MELODY[:5], note_s=0.12, gap_s=0.03)
-            deadline = time.monotonic() + SILENCE_MS / 1000 + 3.0
-            while not note_ons(client.pending()) and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_for(lambda: note_ons(client.pending()), timeout_s=SILENCE_MS / 1000 + 3.0)
             time.sleep(0.4)  # mid-answer, with notes generated ahead of the clock
             client.play([48 + round_], note_s=0.1, gap_s=0.3)  # the player comes in over it
     finally:

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from improv.tools.probe import note_ons, sounding_after
 from jackserver import launch_improv, stop_improv
 
@@ -105,9 +106,7 @@ def test_stop_silences_improv_within_a_period_and_nothing_plays_until_start(clie
         time.sleep(max(0.0, dues[24] - time.monotonic()))
         client.drain_at()
         client.play([60, 64, 67], note_s=0.08, gap_s=0.02)
-        deadline = time.monotonic() + 3.0
-        while not note_ons(client.pending_at()) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for(lambda: note_ons(client.pending_at()), timeout_s=3.0)
         time.sleep(0.3)  # mid-answer
         stop_s = client.send_stop(time.monotonic() + 0.3)
         time.sleep(0.3 + 2.0)  # two seconds stopped, while the player plays
