@@ -37,6 +37,7 @@ def cmd_generate(args) -> int:
     from improv import config as config_module
     from improv.events import DRUM_CHANNEL, NoteEvent
     from improv.midi.files import read_messages, write_tracks
+    from improv.model import open_stepped
     from improv.musicstats import note_stats
     from improv.offline import continue_performance
 
@@ -47,7 +48,7 @@ def cmd_generate(args) -> int:
     if args.seconds <= 0:
         raise ImprovError(f"--seconds must be > 0, got {args.seconds}")
     check_output_path(args.out)
-    model = _model(args.model or config.model.path)
+    model = open_stepped(args.model or config.model.path, lambda: config.model.style_strength)
     seed = read_messages(args.seed)
     rng = np.random.default_rng(args.random_seed if args.random_seed is not None else config.sampling.seed)
     continuation = continue_performance(model, config, seed, args.seconds, rng)
@@ -137,7 +138,7 @@ def cmd_run(args) -> int:
 
     from improv.daemon import Daemon
     from improv.memory import load_or_empty
-    from improv.model import OnnxModel
+    from improv.model import open_stepped
     from improv.midi.backend import Backend, choose_backend
     from improv.midi.recording import prepare_folder
     from improv.status import StatusLine
@@ -158,7 +159,7 @@ def cmd_run(args) -> int:
             raise ImprovError(f"model.folder {config.model.folder} holds no .onnx model; give a folder of exported "
                               f"models (improv models lists what a folder holds)")
         model_path = model_path or files[0]  # program 0 unless --model names one
-    model = OnnxModel(model_path)
+    model = open_stepped(model_path, lambda: config.model.style_strength)
     from improv.engine import chosen_style
 
     chosen_style(config, model.vocab)  # a style the model does not have stops the start before any port
@@ -347,6 +348,8 @@ def key_flags(parser: argparse.ArgumentParser) -> None:
 def style_flag(parser: argparse.ArgumentParser) -> None:
     setting_flag(parser, "--style", "model.style", "a style of the model, fed after START (improv models lists "
                                                    "each model's styles); none: no style", show_default=False)
+    setting_flag(parser, "--style-strength", "model.style_strength", "how strongly the style steers: 1 the model as "
+                                                                     "trained, 0 ignores the style, more steers further")
 
 
 def time_flags(parser: argparse.ArgumentParser) -> None:

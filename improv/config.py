@@ -26,6 +26,9 @@ SYNCS = ("internal", "midi-clock", "link")
 GRIDS = ("off", *DIVISIONS)
 START_ON = ("free", "beat", "bar")
 LOOKAHEAD_MAX_MS = 2000
+# The style guidance at which each of the shipped model's styles steers its continuations nearest that
+# style's own pieces (docs/development.md, "Styles"); 1 is the model as trained.
+DEFAULT_STYLE_STRENGTH = 4.0
 MIN_OFFSET_MARGIN_MS = 10  # a negative output offset stays this far inside the lookahead
 BACKENDS = ("auto", "alsa", "jack", "jack-rtmidi", "coremidi", "winmm")
 
@@ -54,6 +57,9 @@ class ModelSection:
     # "none": no style token. Checked against the model when it loads, not here. Its CC sweeps none and
     # the model's styles (improv.controls); a change takes effect at the next answer.
     style: str | None = setting(None, knob_values=("none", "the model's styles"))
+    # How strongly the style steers (improv.guidance): 0 ignores it, 1 is the model as trained, more
+    # moves further along the difference the style makes. Read at every token: a turn of its CC is heard at once.
+    style_strength: float = setting(DEFAULT_STYLE_STRENGTH, low=0.0, high=16.0, knob=(0.0, 12.0))
     loaded_styles: ClassVar[tuple[str, ...]] = ()  # the loaded model's styles (set by the engine): the CC's values
 
 
@@ -124,6 +130,7 @@ class ControlsSection:
     reset: int | None = setting(102, low=0, high=LAST_KNOB_CC, action=True)  # a new piece: forget the session
     answer: int | None = setting(103, low=0, high=LAST_KNOB_CC, action=True)  # answer now, without the silence
     style: int | None = setting(104, low=0, high=LAST_KNOB_CC)  # model.style: none, then each of the model's styles
+    style_strength: int | None = setting(105, low=0, high=LAST_KNOB_CC)
 
 
 @dataclass

@@ -75,12 +75,6 @@ def model_files(folder) -> list:
     return sorted(Path(folder).expanduser().glob("*.onnx"))[:128]
 
 
-def _onnx_model(path):
-    from improv.model import OnnxModel
-
-    return OnnxModel(path)
-
-
 def _keep_last(data: list[int]) -> bool:
     """Notes, the pedal and panics: shed only when nothing else is left to shed."""
     if not data:
@@ -398,6 +392,11 @@ class Daemon:
             self._send(self.engine.panic(now), now)
         return True
 
+    def _open_model(self, path):
+        from improv.model import open_stepped
+
+        return open_stepped(path, lambda: self.config.model.style_strength)
+
     def _switch_model(self, now: float, program: int) -> bool:
         """A Program Change picks the model of that number in model.folder: improv's notes are
         released and the new model goes on from what was heard. False if there is no such model."""
@@ -409,7 +408,7 @@ class Daemon:
         model = self._models.get(path)
         try:
             if model is None:
-                model = self._models[path] = (self._load_model or _onnx_model)(path)
+                model = self._models[path] = (self._load_model or self._open_model)(path)
             self._send(self.engine.switch_model(model, now), now)
         except (ValueError, ImprovError) as err:
             log.error("program %d: cannot play with %s: %s; improv plays on with %s", program, path.name, err,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -50,10 +51,27 @@ def model_styles(path: str | os.PathLike) -> tuple[str, ...]:
         return ()
 
 
+def open_stepped(path: str | os.PathLike | None, style_strength: Callable[[], float]):
+    """The model the engine steps: a model with styles under style guidance (improv.guidance), its two
+    contexts stepped as two rows; a model without styles as it is. `style_strength()` is read live."""
+    from improv.guidance import StyleGuidance
+
+    model = OnnxModel(path)
+    if not model.vocab.styles:
+        return model
+    model.use_rows(2)
+    return StyleGuidance(model, style_strength)
+
+
 class OnnxModel:
+    """One context, or after `use_rows(n)` n contexts stepped side by side in one call (a batch): the
+    same token goes to each row, whose states may differ (improv.guidance keeps a styled and a plain
+    row). Two rows cost what one does: a step reads the weights once either way (docs/performance.md)."""
+
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1):
         import onnxruntime as ort  # the only onnxruntime import: the runtime edge
 
+        self.rows = 1
         self.path = Path(path) if path is not None else default_model_path()
         if self.path.is_dir():
             onnx_files = sorted(p.name for p in self.path.glob("*.onnx"))
@@ -94,8 +112,13 @@ class OnnxModel:
             raise ModelError(f"{self.path}: layers, hidden size and vocabulary must be fixed dimensions")
         self.layers, self.hidden, self.vocab_size = layers, hidden, vocab
 
+    def use_rows(self, rows: int) -> None:
+        """Step `rows` contexts side by side from now on, all at the zero state."""
+        self.rows = rows
+        self._allocate()
+
     def _allocate(self) -> None:
-        shape = (self.layers, 1, self.hidden)
+        shape = (self.layers, self.rows, self.hidden)
         self._h = [np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
         self._c = [np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
         self._token, self._logits, self._bindings = self._bound(1)
@@ -104,8 +127,8 @@ class OnnxModel:
 
     def _bound(self, length: int):
         """Token and logits buffers for `length` tokens, and a binding each way between the state pairs."""
-        tokens = np.zeros((1, length), dtype=np.int64)
-        logits = np.zeros((1, length, self.vocab_size), np.float32)
+        tokens = np.zeros((self.rows, length), dtype=np.int64)
+        logits = np.zeros((self.rows, length, self.vocab_size), np.float32)
         return tokens, logits, [self._bind(0, 1, tokens, logits), self._bind(1, 0, tokens, logits)]
 
     def _bind(self, src: int, dst: int, tokens: np.ndarray, logits: np.ndarray):
@@ -121,11 +144,12 @@ class OnnxModel:
 
     # -- the live path ------------------------------------------------------------------------
     def step(self, token: int) -> np.ndarray:
-        """Feed one token; returns the next-token logits (a view, valid until the next step)."""
-        self._token[0, 0] = token
+        """Feed one token; returns the next-token logits (a view, valid until the next step): (V,) for
+        one row, (rows, V) for several."""
+        self._token[:, 0] = token
         self.session.run_with_iobinding(self._bindings[self._current])
         self._current ^= 1
-        return self._logits[0, 0]
+        return self._logits[0, 0] if self.rows == 1 else self._logits[:, 0]
 
     def reset(self) -> None:
         for buffer in self._h + self._c:
@@ -151,14 +175,15 @@ class OnnxModel:
 
     def prime(self, tokens: list[int]) -> np.ndarray:
         """Feed a whole sequence in one call and keep its final state; returns the logits after each
-        token, (len(tokens), V) (a view, valid until the next prime of this length)."""
+        token, (len(tokens), V) for one row, (rows, len(tokens), V) for several (a view, valid until the
+        next prime of this length)."""
         bound = self._primes.get(len(tokens))
         if bound is None:
-            logits, state = self.run(np.array([tokens], dtype=np.int64), self.snapshot())
+            logits, state = self.run(np.tile(np.array(tokens, dtype=np.int64), (self.rows, 1)), self.snapshot())
             self.restore(state)
-            return logits[0]
-        token_buffer, logits, bindings = bound
-        token_buffer[0] = tokens
-        self.session.run_with_iobinding(bindings[self._current])
-        self._current ^= 1
-        return logits[0]
+        else:
+            token_buffer, logits, bindings = bound
+            token_buffer[:] = tokens
+            self.session.run_with_iobinding(bindings[self._current])
+            self._current ^= 1
+        return logits[0] if self.rows == 1 else logits

@@ -20,13 +20,13 @@ from collections import Counter
 
 import numpy as np
 
-from improv.config import Config
+from improv.config import DEFAULT_STYLE_STRENGTH, Config
 from improv.engine import Engine
 from improv.errors import PortError
 from improv.events import Msg
 from improv.midi.backend import uses_native_jack, virtual_port_names
 from improv.midi.jack import HANDOVER_S, default_jack_server, jack_period_ms
-from improv.model import OnnxModel
+from improv.model import OnnxModel, open_stepped
 from improv.offline import VirtualClock, perform, run_until
 from improv.sampling import MaskBuilder, sample
 from improv.tools import bare_client
@@ -162,12 +162,14 @@ def bench_sampling(vocab, iterations: int) -> tuple[dict, dict]:
     return percentiles_us(plain, (50, 99)), percentiles_us(masked, (50, 99))
 
 
-def bench_engine_token(model: OnnxModel, seconds: float) -> tuple[dict, dict]:
+def bench_engine_token(model, seconds: float, style: str | None = None) -> tuple[dict, dict]:
     """The engine's whole cost per generated token (mask, sample, step, decode, checkpoint), as the
     engine times each generation call (`token_ns`) while it answers a phrase on the virtual clock; and
     the model steps inside it as the engine timed them (between steps the engine's own work cools the
-    caches a little). The engine keeps the last TIMES_KEPT of each."""
+    caches a little). The engine keeps the last TIMES_KEPT of each. With `style`, the model is the
+    guided one the daemon runs (improv.guidance: two rows a step, and the mix)."""
     config = Config()
+    config.model.style = style
     config.engine.response_ms = round(seconds * 1000)
     engine = Engine(model, config, 0.0, np.random.default_rng(2))
     clock = VirtualClock()
@@ -388,13 +390,17 @@ def run_bench(model_path: str | None, seconds: float, start_jack: bool, phrases:
     bandwidth = memory_bandwidth_gbs(weights)
     step_rate = weights / (step["p50"] * 1000)  # bytes per ns
     engine_token, engine_step = bench_engine_token(model, seconds)
+    styled_token, styled_step = (bench_engine_token(open_stepped(model.path, lambda: DEFAULT_STYLE_STRENGTH), seconds,
+                                                    model.vocab.styles[0]) if model.vocab.styles else (None, None))
     memory_mix, memory_learn = bench_memory(model)
     result = {
         "model": str(model.path), "layers": model.layers, "hidden": model.hidden,
         "step_us": step, "ort_run_us": ort_run, "cold_step_us": bench_cold_step(model),
         "torch_step_us": bench_torch_step(model, iterations // 2),
         "sampling_us": sampling, "sampling_masked_us": sampling_masked,
-        "engine_token_us": engine_token, "engine_step_us": engine_step, "memory_mix_us": memory_mix, "memory_learn_us": memory_learn,
+        "engine_token_us": engine_token, "engine_step_us": engine_step,
+        "styled_engine_token_us": styled_token, "styled_engine_step_us": styled_step,
+        "memory_mix_us": memory_mix, "memory_learn_us": memory_learn,
         "reaction_compute_us": bench_reaction_compute(model),
         "weights_mib": round(weights / 2**20, 2), "bandwidth_gbs": round(bandwidth, 1),
         "step_fraction_of_bandwidth": round(step_rate / bandwidth, 3),
@@ -444,6 +450,8 @@ def render(result: dict) -> str:
         f"step after 100 ms idle  p50/p99        {p(result['cold_step_us'])}",
         f"torch eager step        p50/p99        {p(result['torch_step_us'])}",
         f"engine, whole token     p50/p99/p99.9  {p(result['engine_token_us'])}",
+        f"  with a style, guided  p50/p99/p99.9  {p(result['styled_engine_token_us'])} (two rows a step; "
+        f"its steps {p(result['styled_engine_step_us'])})",
         f"session memory, mix     p50/p99/p99.9  {p(result['memory_mix_us'])} (each generated token)",
         f"session memory, learn   p50/p99/p99.9  {p(result['memory_learn_us'])} (each heard token)",
         f"engine, its model steps p50/p99        {p(result['engine_step_us'])}",
