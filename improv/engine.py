@@ -273,7 +273,7 @@ class Engine:
             p_last = _probability(every[-2], tokens[-1]) if players else None
         if players or self.config.memory.learn_own:
             self.learnable.extend((self.tokens_fed + i, token, p_last if i == len(tokens) - 1 else None)
-                                  for i, token in enumerate(tokens))
+                                  for i, token in enumerate(tokens) if not self.vocab.is_style(token))
         self.tokens_fed += len(tokens)
         if self.history is not None:
             self.history.extend(tokens)
@@ -565,7 +565,10 @@ class Engine:
         # The model hears the silence before the answer; the memory's context skips it, so the answer
         # is matched against what the player played next after the phrase's last notes, as a
         # continuation of the phrase (the Continuator's way), not after a pause it never heard.
-        self._feed_heard(self.encoder.advance_to(start_s), in_context=False)
+        # Then the style's token again: the model was trained to take it, next to an answer, as what
+        # the answer is to be, whatever the phrase before it was (training.data.WindowSampler).
+        answer_style = [self.vocab.style(self.style)] if self.style is not None else []
+        self._feed_heard(self.encoder.advance_to(start_s) + answer_style, in_context=False)
         self._align_decoder(start_s)
         self._answer_starts(start_s)
 

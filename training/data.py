@@ -476,6 +476,12 @@ def to_note_list(notes: np.ndarray) -> list[Note]:
     return [Note(int(p), float(on), float(off), int(v)) for p, on, off, v in notes]
 
 
+TURN_PHRASE_NOTES = (6, 32)  # the phrase before an answer, in notes
+TURN_PAUSE_S = (0.3, 1.5)  # the pause after it, as before an answer
+TURN_OTHER_STYLE = 0.5  # the share of answers that follow another style's phrase (a turn of style)
+TURN_TRIES = 8  # draws for a piece of another style (a split of one style has none)
+
+
 class WindowSampler:
     """Random windows of `length + 1` tokens from one split, augmented, as int64 arrays.
 
@@ -483,12 +489,20 @@ class WindowSampler:
     START, as a live context does, and (when the vocabulary has styles) the piece's style token, so a
     window cut from the middle of a piece still hears its style. With `style_dropout`, that share of
     windows has no style token: the model also serves a context without a style.
+
+    With `answer_share`, that share of windows is shaped as improv answers: START and the style's token, a
+    phrase, a pause, the style's token again (the engine feeds it before each answer), then the answer,
+    scored alone (`batch_scored` says where it begins). Half of them (TURN_OTHER_STYLE) are a turn of
+    style: the phrase is another style's and the answer a piece of this one, so the token next to the
+    answer says what comes whatever came before; in the others the piece goes on after its phrase. In
+    windows of one piece the context tells the style anyway, so without these the token teaches the
+    model almost nothing (docs/development.md, "Styles").
     """
 
     def __init__(self, dataset: Dataset, split: str, vocab: Vocabulary, length: int,
-                 augment: Augment | None, seed: int, style_dropout: float = 0.0):
+                 augment: Augment | None, seed: int, style_dropout: float = 0.0, answer_share: float = 0.0):
         self.dataset, self.vocab, self.length, self.augment = dataset, vocab, length, augment
-        self.style_dropout = style_dropout
+        self.style_dropout, self.answer_share = style_dropout, answer_share
         self.pieces = dataset.pieces(split)
         if not self.pieces:
             raise TrainingError(f"the {split} split has no pieces (the data has {len(dataset.piece_ids)} pieces: "
@@ -498,12 +512,31 @@ class WindowSampler:
         self.rng = np.random.default_rng(seed)
         self.notes_per_window = max(16, length // 2)  # about 2-4 tokens a note; extended if short
 
+    def _piece(self) -> int:
+        return self.pieces[self.rng.choice(len(self.pieces), p=self.weights)]
+
+    def _chunk(self, piece: int, take: int, room: int = 8) -> np.ndarray:
+        """`take` notes of a piece from a random note with at least `room` after it (where the piece
+        allows), augmented, starting at time 0."""
+        notes = self.dataset.piece_notes(piece)
+        start = int(self.rng.integers(0, max(1, len(notes) - room)))
+        chunk = notes[start : start + take]
+        chunk = self.augment.apply(chunk, self.rng) if self.augment is not None else chunk.copy()
+        chunk[:, 1:3] -= chunk[:, 1].min()
+        return chunk
+
     def window(self) -> np.ndarray:
-        piece = self.pieces[self.rng.choice(len(self.pieces), p=self.weights)]
+        return self.window_scored()[0]
+
+    def window_scored(self) -> tuple[np.ndarray, int]:
+        """A window and the position of its first scored token (0: all of it)."""
+        piece = self._piece()
+        style = piece_style(self.dataset, piece, self.vocab)
+        if style is not None and self.answer_share and self.rng.random() < self.answer_share:
+            return self._turn(piece, style)
         notes = self.dataset.piece_notes(piece)
         start = int(self.rng.integers(0, max(1, len(notes) - 8)))
         take = self.notes_per_window
-        style = piece_style(self.dataset, piece, self.vocab)
         if style is not None and self.style_dropout and self.rng.random() < self.style_dropout:
             style = None
         while True:
@@ -514,13 +547,51 @@ class WindowSampler:
             if len(tokens) >= self.length + 1 or start + take >= len(notes):
                 break
             take *= 2
+        return self._padded(tokens), 0
+
+    def _turn(self, piece: int, style: str) -> tuple[np.ndarray, int]:
+        """START and the style's token, a phrase, a pause, the style's token again, then the answer:
+        the piece going on, or after another style's phrase, a piece of this style. Scored from the answer."""
+        phrase_notes = int(self.rng.integers(*TURN_PHRASE_NOTES))
+        before = None
+        if self.rng.random() < TURN_OTHER_STYLE:
+            draws = (self._piece() for _ in range(TURN_TRIES))
+            before = next((i for i in draws if piece_style(self.dataset, i, self.vocab) not in (None, style)), None)
+        if before is None:  # the piece itself: a phrase of it, and the answer goes on with it
+            both = self._chunk(piece, phrase_notes + self.notes_per_window, room=phrase_notes + 8)
+            phrase, after = both[:phrase_notes].copy(), both[phrase_notes:].copy()
+            if len(after):  # keys held into the answer are let go before the pause
+                phrase[:, 2] = np.maximum(np.minimum(phrase[:, 2], after[:, 1].min()), phrase[:, 1] + 0.02)
+        else:
+            phrase, after = self._chunk(before, phrase_notes), self._chunk(piece, self.notes_per_window)
+        if len(after):
+            after[:, 1:3] -= after[:, 1].min()
+        pause_steps = round(self.rng.uniform(*TURN_PAUSE_S) * 1000 / self.vocab.time_step_ms)
+        pause = [self.vocab.time_shift(min(left, self.vocab.time_shift_steps))
+                 for left in range(pause_steps, 0, -self.vocab.time_shift_steps)]
+        heard = encode_notes(self.vocab, to_note_list(phrase), style=style)
+        while len(heard) > self.length // 2 and len(phrase) > 2:  # the answer keeps at least half the window
+            phrase = phrase[len(phrase) // 2:]
+            phrase[:, 1:3] -= phrase[:, 1].min()
+            heard = encode_notes(self.vocab, to_note_list(phrase), style=style)
+        tokens = [*heard, *pause, self.vocab.style(style)]
+        first = len(tokens)
+        tokens += encode_notes(self.vocab, to_note_list(after), start_token=False)
+        return self._padded(tokens), min(first, self.length + 1)
+
+    def _padded(self, tokens: list[int]) -> np.ndarray:
         out = np.full(self.length + 1, self.vocab.special("PAD"), dtype=np.int64)
         tokens = tokens[: self.length + 1]
         out[: len(tokens)] = tokens
         return out
 
     def batch(self, size: int) -> np.ndarray:
-        return np.stack([self.window() for _ in range(size)])
+        return self.batch_scored(size)[0]
+
+    def batch_scored(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(size, length + 1) windows, and each one's first scored position."""
+        windows, firsts = zip(*(self.window_scored() for _ in range(size)))
+        return np.stack(windows), np.array(firsts, dtype=np.int64)
 
 
 def piece_style(dataset: Dataset, piece: int, vocab: Vocabulary) -> str | None:

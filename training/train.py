@@ -87,6 +87,7 @@ class TrainConfig:
     validation_pieces: int | None = None  # cap for a quick run
     styles: bool = False  # a STYLE token per style of the data (training.data.style_of), after START in each window
     style_dropout: float = 0.1  # with styles: this share of windows has none, so the model also runs without one
+    style_answers: float = 0.3  # with styles: this share of windows is a phrase, a pause, the style again, an answer
     init_from: str | None = None  # warm start: a float .onnx exported by training.export (training/warmstart.py)
 
     @classmethod
@@ -388,7 +389,8 @@ def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dty
     augment = Augment(**config.augment) if config.augment is not None else None
     # Each process draws its own windows; rank 0 draws exactly what a lone run would.
     sampler = WindowSampler(dataset, "train", vocab, config.seq_len, augment, config.seed + processes.rank,
-                            style_dropout=config.style_dropout if vocab.styles else 0.0)
+                            style_dropout=config.style_dropout if vocab.styles else 0.0,
+                            answer_share=config.style_answers if vocab.styles else 0.0)
     # Player-like validation (rank 0): the held-out pieces augmented once, identically every epoch and run.
     validation = (augmented_tokens(dataset, "validation", vocab, 1, EVAL_AUGMENT_SEED)[: config.validation_pieces]
                   if processes.main else [])
@@ -452,10 +454,14 @@ def _train(config: TrainConfig, resume: bool, log, run_device: torch.device, dty
         bar = progress_bar(steps_per_epoch, f"epoch {state['epoch'] + 1}/{config.epochs}") if processes.main else None
         epoch_start, epoch_tokens, running = time.monotonic(), 0, None
         for _ in range(steps_per_epoch):
-            windows = torch.from_numpy(sampler.batch(batch_size)).to(run_device)  # (B, T + 1)
+            batch, first_scored = sampler.batch_scored(batch_size)
+            windows = torch.from_numpy(batch).to(run_device)  # (B, T + 1)
             inputs, targets = windows[:, :-1], windows[:, 1:]
             if vocab.styles:  # a style token is given, never predicted: not a target
                 targets = targets.masked_fill(targets >= vocab.offset("STYLE"), pad)
+            if first_scored.any():  # windows shaped as answers: the phrase before the answer is not scored
+                position = torch.arange(1, targets.shape[1] + 1, device=run_device)  # each target's place in its window
+                targets = targets.masked_fill(position[None, :] < torch.from_numpy(first_scored).to(run_device)[:, None], pad)
             h0, c0 = model.initial_state(batch_size)
             with autocast():
                 logits, _, _ = net(inputs, h0, c0)  # (B, T, V)

@@ -93,6 +93,29 @@ def test_the_style_token_is_fed_right_after_start_and_never_generated():
     assert plain.history == [vocab.special("START")]
 
 
+def test_each_answer_begins_after_the_pause_and_the_styles_token_again():
+    from improv.events import Msg
+    from improv.offline import VirtualClock, perform, run_until
+
+    for style in ("folk", None):
+        engine, vocab = _engine(style)
+        engine.config.memory.learn_own = True  # what improv played is learned too, never a style token
+        clock = VirtualClock()
+        for at in (0.0, 5.0):  # two phrases, two answers
+            perform(engine, clock, [(at, Msg("note_on", 60, 80)), (at + 0.4, Msg("note_off", 60, 0))])
+            run_until(engine, clock, at + 4.0)
+        styles = [i for i, token in enumerate(engine.history) if vocab.is_style(token)]
+        if style is None:
+            assert not styles
+            continue
+        assert len(styles) == 3 and engine.history[styles[0] - 1] == vocab.special("START")
+        for i in styles[1:]:  # the pause before the answer, its style, then the answer's notes
+            assert vocab.decode_token(engine.history[i - 1])[0] == "TIME_SHIFT"
+            assert vocab.decode_token(engine.history[i + 1])[0] in ("NOTE_ON", "VELOCITY")
+        learned = engine.memory.unigram
+        assert learned[vocab.offset("NOTE_ON") + 60] > 0 and not learned[vocab.offset("STYLE"):].any()
+
+
 def test_a_style_chosen_live_takes_effect_at_the_next_answer_and_its_cc_sweeps_the_models_styles():
     engine, vocab = _engine(None)
     config = engine.config
@@ -140,7 +163,8 @@ def test_a_tiny_run_with_styles_puts_the_style_after_start_in_every_window_and_e
     assert all(vocab.is_style(int(t)) for t in windows[:, 1])  # a window from mid-piece still hears its style
 
     config = replace(train.TrainConfig.from_yaml(train.config_path("tiny")), data=str(path),
-                     out_dir=str(tmp_path / "run"), epoch_tokens=4096, epochs=1, styles=True)
+                     out_dir=str(tmp_path / "run"), epoch_tokens=4096, epochs=1, styles=True,
+                     style_answers=0.5)
     best = train.train(config, log=lambda *_: None)
     out = tmp_path / "model" / "styled.onnx"
     assert export.main(["--checkpoint", str(best), "--data", str(path), "--out", str(out)]) == 0
@@ -149,6 +173,39 @@ def test_a_tiny_run_with_styles_puts_the_style_after_start_in_every_window_and_e
     assert model_styles(out) == ("hymns", "songs") and OnnxModel(out).vocab.styles == ("hymns", "songs")
     card = out.with_suffix(".md").read_text()
     assert "STYLE 2: hymns, songs" in card and re.search(r"\| player-like, no style token \| 1 \|", card)
+
+
+def test_windows_shaped_as_answers_score_only_the_answer_after_the_pause_and_the_style_token():
+    from training import data
+
+    # Two styles told apart by register: the low one's pitches are 40-51, the high one's 80-91.
+    rng = np.random.default_rng(0)
+    pieces = []
+    for low in (40, 40, 80, 80):
+        onsets = np.arange(60) * 0.25
+        pieces.append(np.column_stack([low + rng.integers(0, 12, 60), onsets, onsets + 0.2, np.full(60, 80)]))
+    starts = np.cumsum([0] + [len(p) for p in pieces]).astype(np.int64)
+    dataset = data.Dataset(np.concatenate(pieces).astype(float), starts,
+                           ["mine/low/a.mid", "mine/low/b.mid", "mine/high/a.mid", "mine/high/b.mid"], ["train"] * 4)
+    vocab = Vocabulary(styles=dataset.style_names())
+    sampler = data.WindowSampler(dataset, "train", vocab, 128, None, seed=1, answer_share=1.0)
+    windows, first_scored = sampler.batch_scored(24)
+    on, shift = vocab.offset("NOTE_ON"), vocab.offset("TIME_SHIFT")
+    turns = 0
+    for window, first in zip(windows, first_scored):
+        style = int(window[1])
+        assert vocab.is_style(style) and window[first - 1] == style  # the style again, just before the answer
+        assert shift <= window[first - 2] < shift + vocab.time_shift_steps  # after the pause
+        heard = [t - on for t in window[2:first] if on <= t < on + 128]
+        scored = [t - on for t in window[first:] if on <= t < on + 128]
+        own = range(80, 92) if vocab.styles[style - vocab.offset("STYLE")] == "high" else range(40, 52)
+        assert scored and all(p in own for p in scored)  # the answer is the window's own style
+        turns += all(p not in own for p in heard)  # after another style's phrase, or its own piece's
+        assert all(p not in own for p in heard) or all(p in own for p in heard), heard
+    assert 0 < turns < len(windows)  # both kinds of answer come
+    # Without them, every window is one piece and all of it is scored.
+    plain = data.WindowSampler(dataset, "train", vocab, 128, None, seed=1)
+    assert not plain.batch_scored(16)[1].any()
 
 
 def test_improv_run_and_generate_refuse_a_style_the_model_lacks_in_one_line(tmp_path):
