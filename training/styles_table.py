@@ -5,8 +5,9 @@ rhythm statistics set against each style's held-out pieces.
 
 Seeds: the first SEED_SECONDS of test pieces, taken in turn from each style (the same seeds for every
 style). Each seed is continued for --seconds under each style (and with no style token) on the daemon's
-engine and virtual clock, as `improv generate --seed SEED --style S --attachment 0 --random-seed K` does,
-with the session memory off (attachment 0) so the seed's notes are not copied back. Statistics of a set of
+engine and virtual clock, as `improv generate --seed SEED --style S --style-strength G --attachment 0
+--random-seed K` does, with the session memory off (attachment 0) so the seed's notes are not copied
+back. Statistics of a set of
 notes: register (median pitch), pitch spread (standard deviation), the top voice's step (mean absolute
 interval between successive onsets' highest notes), onsets a second, notes an onset (chords), median note
 length and the spread of the inter-onset intervals (coefficient of variation). The held-out side: each
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from improv.config import Config
+from improv.config import DEFAULT_STYLE_STRENGTH, Config
 from improv.events import Msg, NoteEvent, notes_to_messages
 from improv.offline import continue_performance
 from training.data import Dataset, to_note_list
@@ -90,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-seconds", type=float, default=4.0)
     parser.add_argument("--seconds", type=float, default=20.0, help="each continuation's length")
     parser.add_argument("--runs", type=int, default=2, help="random seeds per seed and style")
+    parser.add_argument("--style-strength", type=float, default=DEFAULT_STYLE_STRENGTH,
+                        help="style guidance (model.style_strength): 1 is the model as trained")
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args(argv)
 
-    from improv.model import OnnxModel
+    from improv.model import open_stepped
 
-    model = OnnxModel(args.model)
+    model = open_stepped(args.model, lambda: args.style_strength)
     styles = list(model.vocab.styles)
     dataset = Dataset.load(Path(args.data))
     test = dataset.pieces("test")
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     closest = {name: min(d, key=d.get) for name, d in distances.items()}
     lines = [f"Seeds: {len(seeds)} ({', '.join(f'{pid} ({s})' for s, pid, _ in seeds)}), the first "
              f"{args.seed_seconds:g} s of each; {args.runs} continuations of {args.seconds:g} s per seed and style "
-             f"(attachment 0). Held-out: each style's test pieces as scored, in {args.seconds:g} s excerpts.", "",
+             f"(attachment 0, style strength {args.style_strength:g}). Held-out: each style's test pieces as scored, in {args.seconds:g} s excerpts.", "",
              "Distance (scaled statistics) from the continuations under each style to each style's held-out pieces; "
              "the nearest in bold:", "",
              "| continued as | " + " | ".join(f"{s} held-out" for s in styles) + " | nearest |",
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                        *((f"continued as {n} ({r['continuations']})", r) for n, r in steered.items())]:
         lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in row["mean"]) + " |")
     print("\n".join(lines))
-    result = {"model": args.model, "features": FEATURES, "seeds": [[s, pid] for s, pid, _ in seeds],
+    result = {"model": args.model, "style_strength": args.style_strength, "features": FEATURES, "seeds": [[s, pid] for s, pid, _ in seeds],
               "seed_seconds": args.seed_seconds, "seconds": args.seconds, "runs": args.runs,
               "reference": {s: {"pieces": r["pieces"], "excerpts": r["excerpts"], "mean": r["mean"].round(3).tolist()}
                             for s, r in reference.items()},
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                           for n, r in steered.items()},
               "distances": {n: {s: round(v, 3) for s, v in d.items()} for n, d in distances.items()},
               "nearest": closest,
+              "styles_nearest_their_own": sum(closest[s] == s for s in styles),
               "each_style_nearest_its_own": all(closest[s] == s for s in styles)}
     print(json.dumps(result))
     if args.json:
