@@ -32,6 +32,7 @@ import io
 import json
 import os
 from collections import OrderedDict, deque
+from itertools import islice
 from pathlib import Path
 from typing import Callable
 
@@ -118,7 +119,12 @@ class ContextClasses:
         if order <= 0:
             return ()
         of = self._of
-        return tuple(of[token] for token in tuple(context)[-order:])
+        if not hasattr(context, "__len__"):
+            context = tuple(context)
+        skipped = len(context) - order
+        # A list comprehension over the tokens in place (a deque is not sliced): half the cost of a
+        # generator over a copied tuple, paid by every look-up of a mix and a learn.
+        return tuple([of[token] for token in (islice(context, skipped, None) if skipped > 0 else context)])
 
 
 class SessionMemory:
