@@ -137,7 +137,7 @@ def cmd_run(args) -> int:
     import logging
 
     from improv.daemon import Daemon
-    from improv.memory import load_or_empty
+    from improv.memory import ContextClasses, load_or_empty
     from improv.model import open_stepped
     from improv.midi.backend import Backend, choose_backend
     from improv.midi.recording import prepare_folder
@@ -166,7 +166,7 @@ def cmd_run(args) -> int:
     memory = None
     if args.memory is not None:
         memory = load_or_empty(args.memory, model.vocab.to_json(), model.vocab.size, config.memory.max_contexts,
-                               logging.getLogger("improv").error)
+                               logging.getLogger("improv").error, ContextClasses.for_vocab(model.vocab))
     backend = Backend(choose_backend(config.midi.backend))
     daemon = Daemon(config, model, backend, config_source=str(config_path) if config_path else "built-in defaults",
                     memory=memory)

@@ -30,7 +30,7 @@ from improv.clock import Grid, InternalTimeline, PlayerTempo, Timeline, bar_beat
 from improv.config import Config
 from improv.events import DRUM_CHANNEL, Decoder, Encoder, NoteEvent, Vocabulary
 from improv.key import AUTO, Key, KeyDetector, parse_key, penalty
-from improv.memory import SessionMemory
+from improv.memory import ContextClasses, SessionMemory
 from improv.sampling import MaskBuilder, sample
 
 # An onset this close to a grid line is on it: a session's clock read twice (Link, MIDI clock) does not
@@ -138,8 +138,8 @@ class Engine:
         self.model, self.config = model, config
         # Where the beat is: the session's (MIDI clock, Link) or improv's own tempo (time.bpm).
         self.timeline = timeline if timeline is not None else InternalTimeline(config.time.bpm, now_s)
-        self.memory = memory if memory is not None else SessionMemory(model.vocab.size,
-                                                                      max_contexts=config.memory.max_contexts)
+        self.memory = memory if memory is not None else SessionMemory(
+            model.vocab.size, max_contexts=config.memory.max_contexts, classes=ContextClasses.for_vocab(model.vocab))
         self.record_history = record_history  # keep every token the model was fed (tests, debugging)
         # Sends a note at once (the daemon's output). A generated note already due then goes out
         # before the model steps on it, which takes that step off the path from decision to sound.

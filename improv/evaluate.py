@@ -79,12 +79,12 @@ def adapted_scores(model: OnnxModel, tokens: np.ndarray, attachment: float, logi
     """Prequential scores over the second half of a piece, its first half heard: every token is scored
     by the LSTM alone and by the LSTM mixed with the session memory, then the memory learns it, as
     improv learns a player live. Bits per note divide a half's bits by its note-ons."""
-    from improv.memory import SessionMemory
+    from improv.memory import ContextClasses, SessionMemory
 
     tokens = np.asarray(tokens, dtype=np.int64)
     if logits is None:
         logits = model_logits(model, tokens)
-    memory = SessionMemory(model.vocab.size)
+    memory = SessionMemory(model.vocab.size, classes=ContextClasses.for_vocab(model.vocab))  # as the engine's
     memory.learn(int(tokens[0]))
     half = (len(tokens) - 1) // 2
     model_bits = adapted_bits = 0.0

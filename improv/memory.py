@@ -5,6 +5,10 @@ context of 1 to `max_order` tokens it has heard, which token came next, and pred
 longest context it has seen before, as Pachet's Continuator did, with the orders blended by
 Witten-Bell interpolation: p_k(w | ctx) = (c(ctx, w) + T(ctx) p_{k-1}(w)) / (c(ctx) + T(ctx)), T the
 number of distinct tokens seen after ctx, p_0 the counts of single tokens over a uniform floor.
+A context is heard as classes of tokens (ContextClasses): time shifts in classes some 30 ms wide and
+wider as they grow, velocities in four classes, notes exact; so a phrase played again a few
+milliseconds or a little louder differently is the same context. What it predicts stays the exact
+next token.
 
 Its prediction is mixed with the LSTM's in probability space, with a weight for each length of the
 longest context matched, learned as the session goes: where it is told how likely the LSTM found a
@@ -28,6 +32,7 @@ import io
 import json
 import os
 from collections import OrderedDict, deque
+from itertools import islice
 from pathlib import Path
 from typing import Callable
 
@@ -43,10 +48,13 @@ EAGER_WEIGHT_PER_ORDER = 0.2  # at attachment 1: the memory's share per matched 
 MAX_WEIGHT = 0.9  # the LSTM always keeps a share: the memory alone cannot produce what it never heard
 BALANCED_ATTACHMENT = 0.5  # where the mix uses the learned weights as they are
 WEIGHT_RATE = 0.02  # the step of the weights' gradient descent on the mix's log loss
-FORMAT = "improv-session-memory-1"
+FORMAT = "improv-session-memory-2"  # 2: contexts of classes (ContextClasses), saved with the classes
 LONGEST_ORDER = 16  # a saved memory claiming longer contexts is not one of improv's
 MAX_LOOKED_PAST = 2  # tokens the memory may look past to find one improv is allowed to play
 FEW_TYPES = 6  # up to this many next tokens, a Python loop beats building arrays for them
+SHIFT_RATIO = 1.5  # context classes: each class of time shift this many times as long as the one before
+TOGETHER_STEPS = 3  # time shifts up to this many steps (30 ms) are one class: notes struck together
+VELOCITY_CLASSES = 4  # the velocity bins, merged
 
 
 def memory_path_for(recording: str | os.PathLike) -> Path:
@@ -55,30 +63,85 @@ def memory_path_for(recording: str | os.PathLike) -> Path:
 
 
 def load_or_empty(path: str | os.PathLike, vocab_spec: str, vocab_size: int, max_contexts: int,
-                  warn: Callable[[str], None]) -> "SessionMemory":
-    """A saved memory, or, when the file cannot be used, an empty one and one line through `warn`
-    saying why: a set does not fail to start over a memory."""
+                  warn: Callable[[str], None], classes: "ContextClasses | None" = None) -> "SessionMemory":
+    """A saved memory, or, when the file cannot be used, an empty one (hearing contexts as `classes`)
+    and one line through `warn` saying why: a set does not fail to start over a memory."""
     try:
         return SessionMemory.load(path, vocab_spec, vocab_size, max_contexts)
     except MemoryFileError as err:
         warn(f"{err}; starting with an empty session memory")
-        return SessionMemory(vocab_size, max_contexts=max_contexts)
+        return SessionMemory(vocab_size, max_contexts=max_contexts, classes=classes)
 
 
 class MemoryFileError(ImprovError, ValueError):
     """A memory file cannot be read, or was made for another vocabulary."""
 
 
+class ContextClasses:
+    """How the memory hears a context: each token as its class, so that a phrase played again a few
+    milliseconds or a little louder or softer is the same context. `of[token]` is the class, as the
+    id of a token standing for it, so contexts stay tuples of token ids. What the memory predicts
+    stays the exact next token: only the contexts it is predicted from are classed."""
+
+    def __init__(self, of):
+        self.of = np.asarray(of, dtype=np.int32)
+        if self.of.ndim != 1:
+            raise ValueError("one class for every token")
+        self._of = self.of.tolist()  # a Python list: faster to index one token at a time
+
+    @classmethod
+    def exact(cls, vocab_size: int) -> "ContextClasses":
+        """Every token its own class: contexts of exact tokens."""
+        return cls(np.arange(vocab_size))
+
+    @classmethod
+    def for_vocab(cls, vocab, shift_ratio: float = SHIFT_RATIO, together_steps: int = TOGETHER_STEPS,
+                  velocity_classes: int = VELOCITY_CLASSES) -> "ContextClasses":
+        """Classes of an event vocabulary (improv.events.Vocabulary): time shifts up to
+        `together_steps` are one class (notes struck together, give or take a player's spread), the
+        next class as wide, and each class after it `shift_ratio` times as long as the one before
+        (a player's timing varies with the length of what they play); the velocity bins merged into
+        `velocity_classes`; notes (note-ons and note-offs) exact."""
+        of = np.arange(vocab.size)
+        shifts, steps = vocab.offset("TIME_SHIFT"), vocab.time_shift_steps
+        bounds = [together_steps, 2 * together_steps]
+        while bounds[-1] < steps:
+            bounds.append(bounds[-1] * shift_ratio)
+        bucket = np.searchsorted(np.array(bounds), np.arange(1, steps + 1) - 1e-9)  # a shift on a bound: below it
+        of[shifts : shifts + steps] = shifts + np.searchsorted(bucket, bucket)  # each class: its shortest shift
+        velocities, bins = vocab.offset("VELOCITY"), vocab.velocity_bins
+        merged = np.arange(bins) * velocity_classes // bins
+        of[velocities : velocities + bins] = velocities + np.searchsorted(merged, merged)
+        return cls(of)
+
+    def key(self, context, order: int) -> tuple[int, ...]:
+        """The classes of the last `order` tokens of `context` (the most recent last)."""
+        if order <= 0:
+            return ()
+        of = self._of
+        if not hasattr(context, "__len__"):
+            context = tuple(context)
+        skipped = len(context) - order
+        # A list comprehension over the tokens in place (a deque is not sliced): half the cost of a
+        # generator over a copied tuple, paid by every look-up of a mix and a learn.
+        return tuple([of[token] for token in (islice(context, skipped, None) if skipped > 0 else context)])
+
+
 class SessionMemory:
-    def __init__(self, vocab_size: int, max_order: int = MAX_ORDER, max_contexts: int = MAX_CONTEXTS):
+    def __init__(self, vocab_size: int, max_order: int = MAX_ORDER, max_contexts: int = MAX_CONTEXTS,
+                 classes: ContextClasses | None = None):
+        """`classes`: what a context is made of (ContextClasses.for_vocab(vocab) in improv); None: exact tokens."""
         self.vocab_size, self.max_order, self.max_contexts = vocab_size, max_order, max_contexts
+        self.classes = ContextClasses.exact(vocab_size) if classes is None else classes
+        if len(self.classes.of) != vocab_size:
+            raise ValueError(f"context classes for {len(self.classes.of)} tokens, not {vocab_size}")
         self.clear()
 
     def clear(self) -> None:
         """Forget everything: a new piece."""
         self.unigram = np.zeros(self.vocab_size, np.float64)
         self.unigram_types = 0  # distinct tokens heard: T of the order-0 context
-        # context (tuple of tokens) -> [count of the context, {next token: count}], least recently heard first
+        # context (tuple of classes) -> [count of the context, {next token: count}], least recently heard first
         self.contexts: OrderedDict[tuple[int, ...], list] = OrderedDict()
         self.recent: deque[int] = deque(maxlen=self.max_order)  # the last tokens learned
         self.tokens_learned = 0
@@ -95,7 +158,7 @@ class SessionMemory:
         this token just before it: the weight of the order the memory matched here learns from it."""
         if p_model is not None:
             self._learn_weight(token, p_model)
-        recent = tuple(self.recent)
+        recent = self.classes.key(self.recent, self.max_order)
         # Longest first: each shorter context is then heard more recently than the longer ones that end
         # in it, so eviction never keeps a context whose suffix is gone (predict could not reach it).
         for order in range(len(recent), 0, -1):
@@ -131,14 +194,14 @@ class SessionMemory:
     # -- predicting -----------------------------------------------------------------------------
     def predict(self, context) -> tuple[np.ndarray, int]:
         """(next-token probabilities (V,), the longest order matched) after `context`, the tokens
-        heard last (the most recent last; only its last `max_order` count)."""
+        heard last (the most recent last; only its last `max_order` classes count)."""
         if self._order_0 is None:
             total, types = self.tokens_learned, self.unigram_types
             self._order_0 = (self.unigram + types / self.vocab_size) / max(1, total + types)
             if total == 0:
                 self._order_0[:] = 1.0 / self.vocab_size
         p = self._order_0.copy()
-        context = tuple(context)[-self.max_order:] if self.max_order else ()
+        context = self.classes.key(context, self.max_order)
         matched = 0
         for order in range(1, len(context) + 1):
             entry = self.contexts.get(context[-order:])
@@ -158,7 +221,7 @@ class SessionMemory:
 
     def longest_match(self, context) -> int:
         """The longest order of `context` the memory has heard (dictionary look-ups only)."""
-        context = tuple(context)[-self.max_order:] if self.max_order else ()
+        context = self.classes.key(context, self.max_order)
         matched = 0
         for order in range(1, len(context) + 1):
             if context[-order:] not in self.contexts:
@@ -225,13 +288,15 @@ class SessionMemory:
         header = json.dumps({"format": FORMAT, "vocab": vocab_spec, "max_order": self.max_order,
                              "recent": list(self.recent)})
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, header=np.array(header), table=table, unigram=self.unigram, weights=self.weights)
+        np.savez_compressed(buffer, header=np.array(header), table=table, unigram=self.unigram, weights=self.weights,
+                            context_classes=self.classes.of)
         replace_file(Path(path), [buffer.getbuffer()])
 
     @classmethod
     def load(cls, path: str | os.PathLike, vocab_spec: str, vocab_size: int,
              max_contexts: int = MAX_CONTEXTS) -> "SessionMemory":
-        """A saved memory; MemoryFileError saying what is wrong with an unreadable or foreign file."""
+        """A saved memory, hearing contexts as the classes it was learned with (saved with it);
+        MemoryFileError saying what is wrong with an unreadable or foreign file."""
         try:
             data = np.load(path, allow_pickle=False)
             if not isinstance(data, np.lib.npyio.NpzFile):
@@ -239,10 +304,15 @@ class SessionMemory:
             with data:
                 header, table, unigram = json.loads(str(data["header"])), data["table"], data["unigram"]
                 weights = data["weights"]
+                of = data["context_classes"] if "context_classes" in data.files else None
         except FileNotFoundError as err:
             raise MemoryFileError(f"memory file {path} does not exist") from err
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
             raise MemoryFileError(f"{path} is not an improv session memory ({err})") from err
+        if isinstance(header, dict) and str(header.get("format", "")).startswith(FORMAT.rpartition("-")[0] + "-") \
+                and header.get("format") != FORMAT:
+            raise MemoryFileError(f"{path} was saved by another version of improv (a {header['format']} file; "
+                                  f"this one reads {FORMAT})")
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise MemoryFileError(f"{path} is not an improv session memory (no {FORMAT} header)")
         if header.get("vocab") != vocab_spec or unigram.shape != (vocab_size,):
@@ -253,9 +323,10 @@ class SessionMemory:
                 or not _tokens_in_range(table[:, :-2], vocab_size, allow_padding=True)
                 or not _tokens_in_range(table[:, -2], vocab_size)
                 or not _tokens_in_range(np.asarray(recent, dtype=np.int64), vocab_size)
-                or (table[:, -1] <= 0).any() or (unigram < 0).any() or not np.isfinite(weights).all()):
+                or (table[:, -1] <= 0).any() or (unigram < 0).any() or not np.isfinite(weights).all()
+                or of is None or of.shape != (vocab_size,) or not _tokens_in_range(of, vocab_size)):
             raise MemoryFileError(f"{path} is a damaged improv session memory; start without it or from another")
-        memory = cls(vocab_size, max_order, max_contexts)
+        memory = cls(vocab_size, max_order, max_contexts, ContextClasses(of))
         memory.unigram[:] = unigram
         memory._order_0 = None
         memory.weights[:] = weights

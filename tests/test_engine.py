@@ -138,6 +138,10 @@ def test_panic_releases_everything_at_once(shipped_model):
     engine, clock = make_engine(shipped_model, engine__silence_ms=100, limits__max_note_ms=4000)
     out = perform(engine, clock, phrase())
     out += run_until(engine, clock, clock.now() + 1.5)
+    for _ in range(300):  # on to a moment when improv sounds a note (the answer has its rests)
+        if engine.sent:
+            break
+        out += run_until(engine, clock, clock.now() + 0.01)
     sounding = set(engine.sent)
     assert sounding, "nothing sounding: the release below would prove nothing"
     released = engine.panic(clock.now())
@@ -508,3 +512,55 @@ def test_a_model_of_another_vocabulary_is_refused():
     other = ScriptedModel(lambda history: np.zeros(Vocabulary(velocity_bins=16).size), Vocabulary(velocity_bins=16))
     with pytest.raises(ValueError, match="vocabulary differs"):
         engine.switch_model(other, 0.0)
+
+
+# -- the session memory on the virtual clock ------------------------------------------------------------
+MELODY = (60, 62, 64, 65, 67, 65, 64, 62, 60, 67)
+
+
+def melody_trigram_share(pitches) -> float:
+    grams = [tuple(pitches[i : i + 3]) for i in range(len(pitches) - 2)]
+    own = {tuple(MELODY[i : i + 3]) for i in range(len(MELODY) - 2)}
+    return sum(gram in own for gram in grams) / len(grams) if grams else 0.0
+
+
+def answers_to_a_jittered_melody(model, seed: int, classes) -> tuple[float, float]:
+    """The share of the melody's trigrams in improv's answer after the first and the second playing of
+    the melody, each onset and release moved by up to 6 ms, at attachment 0.8."""
+    import random
+
+    from improv.memory import SessionMemory
+
+    config = make_config(memory__attachment=0.8, engine__silence_ms=300, engine__response_ms=2000)
+    engine = Engine(model, config, 0.0, np.random.default_rng(seed),
+                    memory=SessionMemory(model.vocab.size, classes=classes))
+    clock = VirtualClock(0.0)
+    jitter = random.Random(seed)
+    shares = []
+    for start_s in (0.2, 5.0):
+        played = []
+        for i, pitch in enumerate(MELODY):
+            played += [(start_s + i * 0.2 + jitter.uniform(-0.006, 0.006), Msg("note_on", pitch, 90)),
+                       (start_s + i * 0.2 + 0.17 + jitter.uniform(-0.006, 0.006), Msg("note_off", pitch, 0))]
+        played.sort(key=lambda message: message[0])
+        perform(engine, clock, played)
+        out = run_until(engine, clock, played[-1][0] + 2.8)
+        shares.append(melody_trigram_share([e.pitch for e in out if e.is_on]))
+    return shares[0], shares[1]
+
+
+def test_a_melody_played_twice_with_jitter_is_quoted_more_with_classes_of_time(shipped_model):
+    # The memory's contexts in classes of time and velocity, against the same memory with exact
+    # contexts: a jittered melody heard twice, improv's answer quotes it more. (The second answer
+    # against the first is no measure here: with classes, the first answer already quotes the melody
+    # where improv's own timing differs from the player's by a few milliseconds.)
+    from improv.memory import ContextClasses
+
+    classed = ContextClasses.for_vocab(shipped_model.vocab)
+    exact = ContextClasses.exact(shipped_model.vocab.size)
+    with_classes = np.array([answers_to_a_jittered_melody(shipped_model, seed, classed) for seed in range(16)])
+    exactly = np.array([answers_to_a_jittered_melody(shipped_model, seed, exact) for seed in range(16)])
+    print(f"melody trigrams in the answer after two jittered playings: classes {with_classes[:, 1].mean():.2f}, "
+          f"exact contexts {exactly[:, 1].mean():.2f}")
+    assert with_classes[:, 1].mean() > exactly[:, 1].mean() + 0.1, (with_classes, exactly)
+    assert (with_classes[:, 1] > exactly[:, 1]).sum() >= 10, (with_classes, exactly)

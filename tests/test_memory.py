@@ -1,9 +1,11 @@
 """The session memory: exact Witten-Bell counts, the gate on match length, its bound, and its file."""
 
+import json
+
 import numpy as np
 import pytest
 
-from improv.memory import MemoryFileError, SessionMemory
+from improv.memory import FORMAT, MemoryFileError, SessionMemory
 
 V = 10  # a toy vocabulary: tokens 0..9
 A, B, C = 1, 2, 3
@@ -111,7 +113,7 @@ def test_an_unreadable_foreign_or_damaged_memory_file_says_what_is_wrong(tmp_pat
     elif kind == "foreign":
         SessionMemory(V).save(path, "vocab-b")
     elif kind == "no order":
-        damaged(path, header=np.array('{"format": "improv-session-memory-1", "vocab": "vocab-a"}'))
+        damaged(path, header=np.array(json.dumps({"format": FORMAT, "vocab": "vocab-a"})))
     elif kind == "token out of range":
         damaged(path, table=np.array([[1, -1, V + 5, 1]], dtype=np.int32))
     with pytest.raises(MemoryFileError, match=message):
@@ -135,3 +137,98 @@ def test_eviction_never_keeps_a_context_whose_shorter_suffix_is_gone():
     memory.learn_all([1, 2, 3, 4, 5, 6, 7])
     for context in memory.contexts:
         assert all(context[-k:] in memory.contexts for k in range(1, len(context))), list(memory.contexts)
+
+
+# -- contexts of classes ------------------------------------------------------------------------------
+def played(vocab, pitches, jitter_ms=0.0, seed=0, step_s=0.2, note_s=0.17):
+    """A melody as the encoder hears it, each onset and release moved by up to `jitter_ms`."""
+    from improv.events import Note, encode_notes
+
+    rng = np.random.default_rng(seed)
+    notes = [Note(pitch, i * step_s + rng.uniform(-jitter_ms, jitter_ms) / 1000,
+                  i * step_s + note_s + rng.uniform(-jitter_ms, jitter_ms) / 1000, 90)
+             for i, pitch in enumerate(pitches)]
+    return encode_notes(vocab, notes, start_token=False)
+
+
+MELODY = (60, 62, 64, 65, 67, 65, 64, 62, 60, 67)
+
+
+def matched_orders(memory, tokens) -> np.ndarray:
+    """The longest order the memory matches before each token of `tokens` after the first few."""
+    return np.array([memory.predict(tokens[: i + 1])[1] for i in range(8, len(tokens) - 1)])
+
+
+def test_a_melody_played_again_with_jitter_is_matched_at_long_orders():
+    from improv.events import Vocabulary
+    from improv.memory import ContextClasses
+
+    vocab = Vocabulary()
+    classed, exact = [], []
+    for seed in range(10):
+        first, again = played(vocab, MELODY, 6, seed), played(vocab, MELODY, 6, seed + 100)
+        assert first != again  # the same melody, not the same tokens
+        for memory, orders in ((SessionMemory(vocab.size, classes=ContextClasses.for_vocab(vocab)), classed),
+                               (SessionMemory(vocab.size), exact)):
+            memory.learn_all(first)
+            orders.append(matched_orders(memory, again).mean())
+    # Exact contexts break at nearly every jittered time shift; classes of time carry the match on.
+    assert all(c > e for c, e in zip(classed, exact)), (classed, exact)
+    assert np.mean(classed) > 4.5 and np.mean(exact) < 3.5, (classed, exact)
+
+
+def test_classed_contexts_still_predict_the_exact_tokens_heard():
+    from improv.events import Vocabulary
+    from improv.memory import ContextClasses
+
+    vocab = Vocabulary()
+    memory = SessionMemory(vocab.size, classes=ContextClasses.for_vocab(vocab))
+    shift = vocab.time_shift
+    memory.learn_all([vocab.note_on(60), shift(18), vocab.note_off(60), shift(3), vocab.note_on(64)])
+    # 15 steps is in 18's class (140..200 ms); what came next was the exact note-off, and after it the exact shift.
+    p, matched = memory.predict([vocab.note_on(60), shift(15)])
+    assert matched == 2 and int(np.argmax(p)) == vocab.note_off(60)
+    p, _ = memory.predict([vocab.note_on(60), shift(15), vocab.note_off(60)])
+    assert int(np.argmax(p)) == shift(3) and p[shift(3)] > 10 * p[shift(2)]
+
+
+def test_time_and_velocity_classes():
+    from improv.events import Vocabulary
+    from improv.memory import ContextClasses
+
+    vocab = Vocabulary()
+    of = ContextClasses.for_vocab(vocab).of
+    shift, velocity = vocab.time_shift, vocab.velocity
+    assert of[shift(1)] == of[shift(3)] != of[shift(4)]  # up to 30 ms: notes struck together
+    assert of[shift(4)] == of[shift(6)] != of[shift(7)]  # the next as wide
+    assert of[shift(14)] == of[shift(20)] != of[shift(21)]  # then each half as long again as the one before
+    assert of[shift(69)] == of[shift(100)]
+    assert of[velocity(0)] == of[velocity(7)] != of[velocity(8)]  # four classes of eight bins
+    assert of[vocab.note_on(60)] == vocab.note_on(60) and of[vocab.note_off(61)] == vocab.note_off(61)
+
+
+def test_a_saved_memory_keeps_its_classes_and_an_old_file_gives_one_line_and_an_empty_memory(tmp_path):
+    from improv.events import Vocabulary
+    from improv.memory import ContextClasses, load_or_empty
+
+    vocab = Vocabulary()
+    classes = ContextClasses.for_vocab(vocab)
+    memory = SessionMemory(vocab.size, classes=classes)
+    memory.learn_all(played(vocab, MELODY, 6))
+    path = tmp_path / "session.memory.npz"
+    memory.save(path, vocab.to_json())
+    loaded = SessionMemory.load(path, vocab.to_json(), vocab.size)
+    np.testing.assert_array_equal(loaded.classes.of, classes.of)
+    again = played(vocab, MELODY, 6, seed=7)
+    np.testing.assert_allclose(loaded.predict(again[:30])[0], memory.predict(again[:30])[0])
+    # A memory saved before contexts had classes: its header names the old format.
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    header = json.loads(str(arrays["header"]))
+    arrays["header"] = np.array(json.dumps({**header, "format": "improv-session-memory-1"}))
+    del arrays["context_classes"]
+    np.savez(path, **arrays)
+    warnings = []
+    empty = load_or_empty(path, vocab.to_json(), vocab.size, 1000, warnings.append, classes)
+    assert empty.tokens_learned == 0 and empty.classes is classes
+    assert len(warnings) == 1 and "another version of improv" in warnings[0] and "empty session memory" in warnings[0]

@@ -86,7 +86,8 @@ def test_an_answer_starts_on_the_next_bar_and_lasts_whole_bars(shipped_model):
     assert first_on % 3 == pytest.approx(0, abs=1e-6), first_on  # on a bar line of 3/4
     # The phrase ends at beat 4 (eight eighths); the silence takes it past the bar line at 6 to 9.
     assert first_on == pytest.approx(6.0, abs=1e-6) or first_on == pytest.approx(9.0, abs=1e-6)
-    assert max(beats) == pytest.approx(first_on + 6, abs=1e-6)  # two bars of 3/4, its last notes end on the line
+    # Two bars of 3/4: its last notes end by the line (on it, when one still sounds there; a rest may end it).
+    assert first_on + 3 < max(beats) <= first_on + 6 + 1e-6, beats
 
 
 def test_what_the_model_heard_is_what_was_sent_within_a_step(shipped_model):

@@ -190,7 +190,7 @@ def bench_memory(model: OnnxModel, tokens: int = 20_000) -> tuple[dict, dict]:
     the first token of each heard event takes), over a stream of the engine's own answer to a
     phrase, repeated so contexts come round as a player's do. The memory grows as the stream goes:
     the last tokens meet the largest tables."""
-    from improv.memory import SessionMemory
+    from improv.memory import ContextClasses, SessionMemory
 
     config = Config()
     config.engine.response_ms = 20_000
@@ -202,7 +202,8 @@ def bench_memory(model: OnnxModel, tokens: int = 20_000) -> tuple[dict, dict]:
     perform(engine, clock, phrase)
     run_until(engine, clock, clock.now() + 21.0)
     stream = engine.history[1:] * max(1, tokens // max(1, len(engine.history)))
-    memory, rng = SessionMemory(model.vocab.size), np.random.default_rng(5)
+    memory = SessionMemory(model.vocab.size, classes=ContextClasses.for_vocab(model.vocab))
+    rng = np.random.default_rng(5)
     logits = rng.normal(size=model.vocab.size).astype(np.float32)
     allowed = np.ones(model.vocab.size, dtype=bool)
     allowed[:2] = False  # PAD and START, as the engine's masks always leave out
