@@ -166,6 +166,9 @@ def test_a_tiny_run_with_styles_puts_the_style_after_start_in_every_window_and_e
                      out_dir=str(tmp_path / "run"), epoch_tokens=4096, epochs=1, styles=True,
                      style_answers=0.5)
     best = train.train(config, log=lambda *_: None)
+    from training import style_value
+
+    assert style_value.main(["--checkpoint", str(best), "--data", str(path), "--windows", "4"]) == 0
     out = tmp_path / "model" / "styled.onnx"
     assert export.main(["--checkpoint", str(best), "--data", str(path), "--out", str(out)]) == 0
     from improv.model import OnnxModel, model_styles
