@@ -1,16 +1,19 @@
 """Style guidance on the shipped model: the logits are plain + strength * (styled - plain), where the
 styled context heard the style token and the plain one did not, each checked against its own one-row
 run of the model; the strength is heard at once; rollback brings the guided state back exactly; and
-at the default strength a style moves the continuation of the same seed towards its own pieces."""
+at the default strength a style takes the continuation of a seed of another style towards its own pieces."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from improv.config import DEFAULT_STYLE_STRENGTH
+from improv.config import DEFAULT_STYLE_STRENGTH, Config
+from improv.events import Msg
 from improv.guidance import StyleGuidance
-from improv.model import SHIPPED_DIR, OnnxModel, open_stepped
+from improv.model import SHIPPED_DIR, OnnxModel, default_model_path, open_stepped
+from improv.musicstats import note_stats
+from improv.offline import continue_performance
 
 # The float model: int8's dynamic quantization scales activations over the whole call, so its two-row
 # step and its one-row runs differ by a rounding (up to 0.1 in a logit); float differs by float's.
@@ -123,3 +126,29 @@ def test_a_model_without_styles_is_stepped_as_it_is(tmp_path):
                 {VOCAB_KEY: Vocabulary().to_json()})
     model = open_stepped(path, lambda: DEFAULT_STYLE_STRENGTH)
     assert isinstance(model, OnnxModel) and model.rows == 1
+
+
+def _a_folk_line(model: StyleGuidance, style: str | None, strength: float, seed, random_seed: int) -> bool:
+    """Whether improv's continuation is a folk tune's line: one note at a time, high up (the folk pieces'
+    median pitch is 72, ten semitones above the chorales'; docs/development.md, "Styles")."""
+    config = Config()
+    config.model.style, config.model.style_strength, config.memory.attachment = style, strength, 0.0
+    model.strength = lambda: config.model.style_strength
+    events = continue_performance(model, config, seed, 12.0, np.random.default_rng(random_seed))
+    answer = [e for e in events if e.time_s > seed[-1][0]]
+    onsets = {round(e.time_s, 2) for e in answer if e.is_on}
+    stats = note_stats(answer)
+    return bool(stats["notes"]) and stats["notes"] <= 1.2 * len(onsets) and stats["median_pitch"] >= 70
+
+
+def test_folk_at_the_default_strength_answers_a_chorale_with_a_single_line_high_up():
+    seed = []  # four chords, as a chorale begins
+    for i, (pitches, length) in enumerate([((48, 55, 64, 72), 0.6), ((53, 57, 65, 72), 0.6), ((55, 59, 67, 74), 0.6),
+                                           ((48, 55, 64, 72), 1.2)]):
+        at = 0.6 * i
+        seed += [(at, Msg("note_on", p, 80)) for p in pitches] + [(at + length - 0.05, Msg("note_off", p, 0)) for p in pitches]
+    seed.sort(key=lambda m: m[0])
+    model = open_stepped(default_model_path(), lambda: DEFAULT_STYLE_STRENGTH)
+    as_folk = [_a_folk_line(model, "folk", DEFAULT_STYLE_STRENGTH, seed, k) for k in range(6)]
+    unstyled = [_a_folk_line(model, None, DEFAULT_STYLE_STRENGTH, seed, k) for k in range(6)]
+    assert sum(as_folk) >= 5 and sum(unstyled) <= 2, (as_folk, unstyled)
