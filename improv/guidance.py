@@ -1,11 +1,11 @@
 """Style guidance: how strongly the chosen style steers what improv plays. Pure (numpy only).
 
-A style token heard once after START barely moves the model: once a phrase is heard, the phrase says
-more about what comes next than the token does, so the model continues the player whatever the style
-(docs/development.md, "Styles"). Guidance (classifier-free guidance, as image and audio models steer by
-a prompt) sets two contexts side by side: one heard the style token, one did not; both hear everything
-else. The logits sampled are plain + strength * (styled - plain): strength 1 is the model as trained,
-0 ignores the style, and above 1 moves further along the difference the style makes.
+Once a phrase is heard, the phrase says much of what comes next, so a style token moves the model as
+trained only so far (docs/development.md, "Styles"). Guidance (classifier-free guidance, as image and
+audio models are steered by a prompt) sets two contexts side by side: one heard the style tokens, one
+did not; both hear everything else. The logits sampled are plain + strength * (styled - plain):
+strength 1 is the model as trained, 0 ignores the style, and above 1 moves further along the
+difference the style makes.
 
 The two contexts are two rows of one model call, which costs what one row does (the step reads the
 weights once), so guidance adds a subtraction and a multiply-add over the vocabulary per token.
