@@ -26,7 +26,7 @@ def test_packaged_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatc
     own = tmp_path / "mine.yaml"
     own.write_text("epochs: 2\n")
     assert train.config_path(str(own)) == own and train.TrainConfig.from_yaml(own).epochs == 2
-    with pytest.raises(TrainingError, match=r"packaged: default, styles, tiny"):
+    with pytest.raises(TrainingError, match=r"packaged: default, styles, styles_answers, tiny"):
         train.config_path("tinyy")
     assert train.main(["--config", "tinyy"]) == 1
     err = capsys.readouterr().err
