@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from improv.errors import PortError
 from improv.midi import jack as jackmidi
 from improv.midi.backend import open_input
@@ -24,13 +25,6 @@ pytestmark = [pytest.mark.jack,
 # off by anything up to a period (10.7 ms), and some 2% of them within FRAME_S.
 FRAME_S = 0.0002
 SHARE_AT_FRAME = 0.95
-
-
-def wait_for(condition, timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.002)
-    return condition()
 
 
 def read_pulses(port, count: int, timeout_s: float) -> list[float]:

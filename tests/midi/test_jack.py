@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from improv.errors import PortError
 from improv.midi import jack as jackmidi
 from improv.midi.backend import open_input, open_output, virtual_port_names
@@ -31,13 +32,6 @@ def probe(jack):
     probe = ProbeClient("jm-probe")
     yield probe
     probe.close()
-
-
-def wait_for(condition, timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.002)
-    return condition()
 
 
 def test_the_loaded_library_is_built_from_this_source_at_the_version_and_sizes_jack_py_uses():
